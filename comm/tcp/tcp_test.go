@@ -1,0 +1,9 @@
+package tcp
+
+import (
+	"testing"
+
+	"github.com/moerun/moerun/comm/commtest"
+)
+
+func TestConformance(t *testing.T) { commtest.Conformance(t, Open) }
