@@ -6,4 +6,5 @@ require (
 	github.com/rogpeppe/go-internal v1.16.0 // indirect
 	github.com/urfave/cli/v3 v3.14.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )

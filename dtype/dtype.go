@@ -70,3 +70,16 @@ func FromFloat32(f float32) BF16 {
 	u += 0x7fff + (u>>16)&1
 	return BF16(u >> 16)
 }
+
+// MarshalText writes the type's name, so JSON reports say "bf16", not a number.
+func (t DType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText reads a name accepted by Parse.
+func (t *DType) UnmarshalText(b []byte) error {
+	v, err := Parse(string(b))
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}

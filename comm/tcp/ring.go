@@ -193,6 +193,9 @@ func (c *Comm) AllGatherV(ctx context.Context, send, recv comm.Buffer, counts []
 		if c.size == 1 {
 			return nil
 		}
+		if c.useLocal(recv.Bytes()) {
+			return c.localAllGather(send.Host(), recv.Host(), counts, recv.DType().Size())
+		}
 		return c.ringAllGather(bl)
 	})
 }
@@ -203,6 +206,9 @@ func (c *Comm) ReduceScatter(ctx context.Context, send, recv comm.Buffer) error 
 
 func (c *Comm) ReduceScatterV(ctx context.Context, send, recv comm.Buffer, counts []int) error {
 	return c.run(ctx, []comm.Buffer{send, recv}, func() error {
+		if c.size > 1 && c.useLocal(send.Bytes()) {
+			return c.localReduceScatter(send.DType(), send.Host(), recv.Host(), counts)
+		}
 		return c.reduceScatter(send.DType(), send.Host(), recv.Host(), counts)
 	})
 }
@@ -222,6 +228,9 @@ func (c *Comm) reduceScatter(dt dtype.DType, send, recv []byte, counts []int) er
 
 func (c *Comm) AllReduce(ctx context.Context, send, recv comm.Buffer) error {
 	return c.run(ctx, []comm.Buffer{send, recv}, func() error {
+		if c.size > 1 && c.useLocal(send.Bytes()) {
+			return c.localAllReduce(send.DType(), send.Host(), recv.Host())
+		}
 		counts := evenCounts(send.Len(), c.size)
 		esz := send.DType().Size()
 		own := blocks(recv.Host(), counts, esz)
@@ -241,6 +250,9 @@ func (c *Comm) Broadcast(ctx context.Context, buf comm.Buffer, root int) error {
 	return c.run(ctx, []comm.Buffer{buf}, func() error {
 		if c.size == 1 {
 			return nil
+		}
+		if c.useLocal(buf.Bytes()) {
+			return c.localBroadcast(buf.Host(), root)
 		}
 		data := buf.Host()
 		nseg := (len(data) + segment - 1) / segment

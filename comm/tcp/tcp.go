@@ -28,12 +28,19 @@ func init() { comm.Register("tcp", Open) }
 type Comm struct {
 	rank, size int
 	cfg        comm.Config // Store, Namespace, Host, Timeout, Logger of this group
-	next       net.Conn    // we write to rank+1
-	prev       net.Conn    // we read from rank-1
-	splits     int         // number of Split calls so far; names the sub-groups' namespaces
+	opt        Options
+	next       net.Conn // we write to rank+1
+	prev       net.Conn // we read from rank-1
+	splits     int      // number of Split calls so far; names the sub-groups' namespaces
 
 	scratch []byte // reduce-scatter's accumulation blocks, reused across calls
 	seg     []byte // receive staging for reductions
+	acc     []byte // float32 accumulator of the single-host fast path
+
+	// pids of every rank when the single-host fast path is on (local.go), else nil;
+	// probe is the word the peers read to prove that they can.
+	pids  []int
+	probe *uint64
 
 	mu     sync.Mutex // guards broken and closed
 	broken error      // the first transport error: the ring is out of step after it
@@ -46,23 +53,36 @@ var _ comm.Communicator = (*Comm)(nil)
 // port reused by another job, another group of this job) is refused.
 const helloMagic = "moerun-tcp-ring/1"
 
-// Open joins the world ring. Every rank of cfg.Size must call it with the same Namespace.
+// Open joins the world ring with the default Options, except that MOERUN_TCP_CMA=0 in the
+// environment turns the single-host fast path off (as NCCL_SHM_DISABLE does for NCCL).
+// Every rank of cfg.Size must call it with the same Namespace.
 func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
-	c, err := open(ctx, cfg)
+	return Options{NoCMA: os.Getenv("MOERUN_TCP_CMA") == "0"}.Open(ctx, cfg)
+}
+
+// Options tune the backend.
+type Options struct {
+	// NoCMA keeps every transfer on the sockets, even between ranks of one host.
+	NoCMA bool
+}
+
+// Open joins the world ring with these options.
+func (o Options) Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
+	c, err := open(ctx, cfg, o)
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func open(ctx context.Context, cfg comm.Config) (*Comm, error) {
+func open(ctx context.Context, cfg comm.Config, opt Options) (*Comm, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
-	c := &Comm{rank: cfg.Rank, size: cfg.Size, cfg: cfg}
+	c := &Comm{rank: cfg.Rank, size: cfg.Size, cfg: cfg, opt: opt}
 	if cfg.Size == 1 {
 		return c, nil
 	}
@@ -100,6 +120,10 @@ func open(ctx context.Context, cfg comm.Config) (*Comm, error) {
 		return nil, errors.Join(dialErr, a.err)
 	}
 	c.next, c.prev = next, a.conn
+	if err := c.setupLocal(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -217,7 +241,7 @@ func (c *Comm) Split(ctx context.Context, color, key int) (comm.Communicator, er
 	cfg := c.cfg
 	cfg.Rank, cfg.Size = newRank, len(members)
 	cfg.Namespace = fmt.Sprintf("%s/split%d/color%d", c.cfg.Namespace, seq, color)
-	sub, err := open(ctx, cfg)
+	sub, err := open(ctx, cfg, c.opt)
 	if err != nil {
 		return nil, err
 	}

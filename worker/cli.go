@@ -1,0 +1,327 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/moerun/moerun/comm"
+	_ "github.com/moerun/moerun/comm/tcp" // registers the "tcp" backend
+	"github.com/moerun/moerun/commbench"
+	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/rank"
+)
+
+// usageError marks bad command-line input: exit status 2, like flag parsing errors.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// Main runs bin/worker with args (without the program name) and returns its exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := Command(stdout, stderr)
+	err := cmd.Run(ctx, append([]string{"worker"}, args...))
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "worker: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || isFlagError(err) {
+		return 2
+	}
+	return 1
+}
+
+// isFlagError recognises urfave/cli's own parse errors, which are plain errors.
+func isFlagError(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "flag provided but not defined") || strings.Contains(msg, "invalid value") ||
+		strings.Contains(msg, "flag needs an argument") || strings.Contains(msg, "No help topic")
+}
+
+// Command is bin/worker's command line.
+func Command(stdout, stderr io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "worker",
+		Usage:     "one rank of a moerun job (start it with bin/launch, mpirun or srun)",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		// Errors are printed once, by Main, with the exit status it chooses.
+		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "tp", Usage: "tensor-parallel size (overrides MOERUN_TP)"},
+			&cli.IntFlag{Name: "dp", Usage: "data-parallel size (overrides MOERUN_DP; default world/(tp·pcp·pp))"},
+			&cli.IntFlag{Name: "pcp", Usage: "prefill context-parallel size (overrides MOERUN_PCP)"},
+			&cli.IntFlag{Name: "pp", Usage: "pipeline-parallel size (overrides MOERUN_PP)"},
+			&cli.BoolFlag{Name: "ep", Usage: "expert parallelism (overrides MOERUN_EP)"},
+			&cli.StringFlag{Name: "backend", Value: "auto", Usage: "communicator backend: auto or " + strings.Join(comm.Backends(), ", ")},
+			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
+		},
+		Commands: []*cli.Command{collectivesCommand()},
+	}
+}
+
+// setup reads the place (environment, then flags), and joins the job.
+func setup(ctx context.Context, cmd *cli.Command) (*Job, error) {
+	p, err := PlaceFromEnv(os.Getenv)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if cmd.IsSet("tp") || cmd.IsSet("dp") || cmd.IsSet("pcp") || cmd.IsSet("pp") || cmd.IsSet("ep") {
+		l := p.Layout
+		tp, pcp, pp, dp, ep := l.TP, l.PCP, l.PP, l.DP, l.EP
+		if cmd.IsSet("tp") {
+			tp = cmd.Int("tp")
+		}
+		if cmd.IsSet("pcp") {
+			pcp = cmd.Int("pcp")
+		}
+		if cmd.IsSet("pp") {
+			pp = cmd.Int("pp")
+		}
+		if cmd.IsSet("dp") {
+			dp = cmd.Int("dp")
+		} else {
+			dp = 0
+		}
+		if cmd.IsSet("ep") {
+			ep = cmd.Bool("ep")
+		}
+		if p.Layout, err = rank.NewLayout(p.World, tp, pcp, pp, dp, ep); err != nil {
+			return nil, usagef("layout: %w", err)
+		}
+	}
+	backend, err := chooseBackend(cmd.String("backend"))
+	if err != nil {
+		return nil, err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cmd.String("log-level"))); err != nil {
+		return nil, usagef("--log-level %q: expected debug, info, warn or error", cmd.String("log-level"))
+	}
+	logger := slog.New(slog.NewTextHandler(cmd.Root().ErrWriter, &slog.HandlerOptions{Level: level}))
+	j, err := Join(ctx, p, backend, logger)
+	if err != nil {
+		return nil, fmt.Errorf("rank %d: join the job: %w", p.Rank, err)
+	}
+	return j, nil
+}
+
+// chooseBackend resolves --backend. Only the CPU backend exists so far, so auto is tcp.
+func chooseBackend(name string) (string, error) {
+	if name == "auto" {
+		return "tcp", nil
+	}
+	for _, b := range comm.Backends() {
+		if b == name {
+			return name, nil
+		}
+	}
+	return "", usagef("--backend %q: expected auto or one of %s", name, strings.Join(comm.Backends(), ", "))
+}
+
+func collectivesCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "collectives",
+		Usage: "nccl-tests-style sweep of every collective, with the results checked",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "ops", Value: "all", Usage: "collectives, comma-separated: " + opNames() + ", or all"},
+			&cli.StringFlag{Name: "dtype", Aliases: []string{"d"}, Value: "float32", Usage: "float32, bf16 or all"},
+			&cli.StringFlag{Name: "min-bytes", Aliases: []string{"b"}, Value: "1K", Usage: "smallest message (K, M, G suffixes)"},
+			&cli.StringFlag{Name: "max-bytes", Aliases: []string{"e"}, Value: "16M", Usage: "largest message"},
+			&cli.IntFlag{Name: "step-factor", Aliases: []string{"f"}, Value: 4, Usage: "multiply the size by this between rows"},
+			&cli.IntFlag{Name: "iters", Aliases: []string{"n"}, Value: 20, Usage: "timed calls per row"},
+			&cli.IntFlag{Name: "warmup", Aliases: []string{"w"}, Value: 5, Usage: "untimed calls before each row"},
+			&cli.BoolFlag{Name: "check", Aliases: []string{"c"}, Value: true, Usage: "check every result (the #wrong column)"},
+			&cli.StringFlag{Name: "group", Value: "world", Usage: "communicator(s) to sweep: world, tp, pcp, pp, dp, ep, or all, comma-separated"},
+			&cli.StringFlag{Name: "json", Usage: "also write the results to this file as JSON (rank 0)"},
+		},
+		Action: runCollectives,
+	}
+}
+
+func opNames() string {
+	var names []string
+	for _, op := range commbench.Ops {
+		names = append(names, string(op))
+	}
+	return strings.Join(names, ", ")
+}
+
+func runCollectives(ctx context.Context, cmd *cli.Command) error {
+	opt, err := sweepOptions(cmd)
+	if err != nil {
+		return err
+	}
+	groups, err := parseGroups(cmd.String("group"))
+	if err != nil {
+		return err
+	}
+	jsonPath := cmd.String("json")
+	j, err := setup(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+
+	out := cmd.Root().Writer
+	var reports []commbench.Report
+	for _, g := range groups {
+		c := j.World
+		if g != "world" {
+			kind, _ := groupKind(g)
+			c = j.Group(kind)
+		}
+		// Rank 0 of the world prints, and sweeps only the groups it belongs to; the
+		// other groups of the same kind run the same sweep at the same time.
+		header := fmt.Sprintf("moerun collectives: %v, backend %s, group %s (%d ranks), %d iterations after %d warm-up",
+			j.Place.Layout, "tcp", g, c.Size(), opt.Iters, opt.Warmup)
+		var table *commbench.Table
+		if j.Place.Rank == 0 {
+			table = commbench.NewTable(out, header)
+		}
+		results, err := commbench.Sweep(ctx, c, opt, func(r commbench.Result) {
+			if table != nil {
+				table.Row(r)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("rank %d: %s group: %w", j.Place.Rank, g, err)
+		}
+		reports = append(reports, commbench.Report{Backend: "tcp", Layout: j.Place.Layout.String(), Group: g, Ranks: c.Size(), Options: opt, Results: results})
+	}
+	if j.Place.Rank == 0 {
+		var wrong int64
+		for _, rep := range reports {
+			for _, r := range rep.Results {
+				wrong += max(r.Wrong, 0)
+			}
+		}
+		fmt.Fprintf(out, "# out of bounds values : %d %s\n", wrong, map[bool]string{true: "OK", false: "FAILED"}[wrong == 0])
+		if jsonPath != "" {
+			if err := writeFileAtomic(jsonPath, func(w io.Writer) error { return commbench.WriteJSON(w, reports) }); err != nil {
+				return err
+			}
+		}
+		if wrong != 0 {
+			return fmt.Errorf("%d wrong elements", wrong)
+		}
+	}
+	return nil
+}
+
+func sweepOptions(cmd *cli.Command) (commbench.Options, error) {
+	ops, err := commbench.ParseOps(cmd.String("ops"))
+	if err != nil {
+		return commbench.Options{}, usagef("--ops: %w", err)
+	}
+	var types []dtype.DType
+	if d := cmd.String("dtype"); d == "all" {
+		types = []dtype.DType{dtype.Float32, dtype.BFloat16}
+	} else {
+		t, err := dtype.Parse(d)
+		if err != nil {
+			return commbench.Options{}, usagef("--dtype: %w", err)
+		}
+		types = []dtype.DType{t}
+	}
+	minB, err := ParseBytes(cmd.String("min-bytes"))
+	if err != nil {
+		return commbench.Options{}, usagef("--min-bytes: %w", err)
+	}
+	maxB, err := ParseBytes(cmd.String("max-bytes"))
+	if err != nil {
+		return commbench.Options{}, usagef("--max-bytes: %w", err)
+	}
+	opt := commbench.Options{
+		Ops: ops, DTypes: types, MinBytes: minB, MaxBytes: maxB, StepFactor: int64(cmd.Int("step-factor")),
+		Iters: cmd.Int("iters"), Warmup: cmd.Int("warmup"), Check: cmd.Bool("check"),
+	}
+	if err := opt.Validate(); err != nil {
+		return opt, usageError{err}
+	}
+	return opt, nil
+}
+
+func groupKind(name string) (rank.GroupKind, bool) {
+	for _, k := range rank.AllGroupKinds {
+		if k.String() == name {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+func parseGroups(s string) ([]string, error) {
+	if s == "all" {
+		out := []string{"world"}
+		for _, k := range rank.AllGroupKinds {
+			out = append(out, k.String())
+		}
+		return out, nil
+	}
+	var out []string
+	for _, g := range strings.Split(s, ",") {
+		g = strings.TrimSpace(g)
+		if _, ok := groupKind(g); !ok && g != "world" {
+			return nil, usagef("--group %q: expected world, tp, pcp, pp, dp, ep or all", g)
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// ParseBytes reads a size such as 8, 64K, 16M or 1G (powers of 1024, as nccl-tests).
+func ParseBytes(s string) (int64, error) {
+	mult := int64(1)
+	t := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 1 || v > (1<<40)/mult {
+		return 0, fmt.Errorf("%q: expected a positive size such as 8, 64K, 16M or 1G", s)
+	}
+	return v * mult, nil
+}
+
+// writeFileAtomic writes through a temporary file in the same directory and renames it
+// into place, so that a failure never leaves a half-written file.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	if err := write(f); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
