@@ -7,6 +7,7 @@ package comm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -49,6 +50,12 @@ type Communicator interface {
 	// Close releases the communicator's resources. It is not collective.
 	Close() error
 }
+
+// ErrPeerLost marks a collective that failed because another rank went away (its
+// connection closed, its process is gone, or it reported its own failure). It is a
+// consequence, not a cause: a worker that sees it lets the launcher report the rank that
+// failed first.
+var ErrPeerLost = errors.New("a peer rank failed or left")
 
 // Store is the part of the rendezvous store that backends need to find each other.
 type Store interface {

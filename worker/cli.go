@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v3"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/moerun/moerun/commbench"
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/rank"
+	"github.com/moerun/moerun/rendezvous"
 )
 
 // usageError marks bad command-line input: exit status 2, like flag parsing errors.
@@ -34,12 +36,34 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	if errors.Is(err, comm.ErrPeerLost) {
+		awaitTeardown(ctx)
+	}
 	fmt.Fprintf(stderr, "worker: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) || isFlagError(err) {
 		return 2
 	}
 	return 1
+}
+
+// peerLostLinger bounds how long a worker whose peer failed waits to be stopped.
+const peerLostLinger = 10 * time.Second
+
+// awaitTeardown: when a collective failed because another rank died, the launcher is about
+// to report that rank and stop this one. Exiting at once would race it and could make this
+// rank look like the first failure, so wait for the launcher's SIGTERM (ctx), for a
+// bounded time. Workers started by mpirun or Slurm have no such launcher and exit at once.
+func awaitTeardown(ctx context.Context) {
+	if os.Getenv(rendezvous.EnvRank) == "" || os.Getenv(rendezvous.EnvToken) == "" {
+		return
+	}
+	t := time.NewTimer(peerLostLinger)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // isFlagError recognises urfave/cli's own parse errors, which are plain errors.

@@ -64,6 +64,9 @@ func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
 type Options struct {
 	// NoCMA keeps every transfer on the sockets, even between ranks of one host.
 	NoCMA bool
+	// CMAMinBytes is the smallest message that takes the single-host fast path
+	// (0 means DefaultCMAMinBytes).
+	CMAMinBytes int
 }
 
 // Open joins the world ring with these options.
@@ -319,8 +322,10 @@ func (c *Comm) end(ctx context.Context, err error) error {
 		} else {
 			err = fmt.Errorf("no progress from the ring's peers within %v (a rank stopped or is stuck): %w", c.cfg.Timeout, err)
 		}
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
-		err = fmt.Errorf("a peer closed the connection (did another rank fail?): %w", err)
+	case errors.Is(err, comm.ErrPeerLost):
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ESRCH):
+		err = fmt.Errorf("%w: %w", comm.ErrPeerLost, err)
 	}
 	c.mu.Lock()
 	if c.broken == nil {

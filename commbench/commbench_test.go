@@ -1,0 +1,129 @@
+package commbench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/comm/commtest"
+	"github.com/moerun/moerun/comm/tcp"
+	"github.com/moerun/moerun/commbench"
+	"github.com/moerun/moerun/dtype"
+)
+
+func TestSweepChecksEveryRow(t *testing.T) {
+	opt := commbench.Options{Ops: commbench.Ops, DTypes: []dtype.DType{dtype.Float32, dtype.BFloat16},
+		MinBytes: 1 << 10, MaxBytes: 256 << 10, StepFactor: 16, Iters: 2, Warmup: 1, Check: true}
+	var mu sync.Mutex
+	var out bytes.Buffer
+	all := make([][]commbench.Result, 3)
+	err := commtest.RunGroup(t.Context(), tcp.Open, 3, func(ctx context.Context, c comm.Communicator) error {
+		var table *commbench.Table
+		if c.Rank() == 0 {
+			table = commbench.NewTable(&out, "test")
+		}
+		res, err := commbench.Sweep(ctx, c, opt, func(r commbench.Result) {
+			if table != nil {
+				mu.Lock()
+				table.Row(r)
+				mu.Unlock()
+			}
+		})
+		all[c.Rank()] = res
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 6 collectives × 2 types × sizes 1K, 16K, 256K.
+	if len(all[0]) != 6*2*3 {
+		t.Fatalf("%d rows, want 36", len(all[0]))
+	}
+	for i, r := range all[0] {
+		if r.Wrong != 0 || r.TimeUS <= 0 || r.Ranks != 3 {
+			t.Errorf("row %d: %+v", i, r)
+		}
+		if all[1][i] != r || all[2][i] != r {
+			t.Errorf("row %d differs between ranks: %+v %+v %+v", i, r, all[1][i], all[2][i])
+		}
+		if (r.Op == commbench.AllGather || r.Op == commbench.ReduceScatter) && r.Count%3 != 0 {
+			t.Errorf("row %d: count %d is not a multiple of the group", i, r.Count)
+		}
+		if want := r.AlgBW * r.Op.BusFactor(3); r.BusBW != want {
+			t.Errorf("row %d: busbw %v, want %v", i, r.BusBW, want)
+		}
+	}
+	text := out.String()
+	for _, want := range []string{"# all_gather\n", "# reduce_scatter_v\n", "#wrong", "float32", "bf16", "sum"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("table lacks %q:\n%s", want, text)
+		}
+	}
+	var js bytes.Buffer
+	if err := commbench.WriteJSON(&js, []commbench.Report{{Backend: "tcp", Results: all[0], Options: opt}}); err != nil {
+		t.Fatal(err)
+	}
+	var back []commbench.Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back[0].Results) != 36 || !strings.Contains(js.String(), `"bf16"`) {
+		t.Errorf("JSON round trip: %v\n%s", err, js.String()[:200])
+	}
+}
+
+// dropsData is a communicator whose all-reduce forgets to add rank 1's data.
+type dropsData struct{ comm.Communicator }
+
+func (d dropsData) AllReduce(ctx context.Context, send, recv comm.Buffer) error {
+	if d.Rank() == 1 {
+		zero := comm.NewHost(send.DType(), send.Len())
+		return d.Communicator.AllReduce(ctx, zero, recv)
+	}
+	return d.Communicator.AllReduce(ctx, send, recv)
+}
+
+func TestWrongIsCounted(t *testing.T) {
+	opt := commbench.Options{Ops: []commbench.Op{commbench.AllReduce}, DTypes: []dtype.DType{dtype.Float32},
+		MinBytes: 4096, MaxBytes: 4096, StepFactor: 2, Iters: 1, Check: true}
+	err := commtest.RunGroup(t.Context(), tcp.Open, 2, func(ctx context.Context, c comm.Communicator) error {
+		res, err := commbench.Sweep(ctx, dropsData{c}, opt, nil)
+		if err != nil {
+			return err
+		}
+		// Values are 0 for 1 in 13 elements, so most of the 1024 sums are wrong on both ranks.
+		if res[0].Wrong < 2*900 {
+			t.Errorf("wrong = %d, want most of 2×1024", res[0].Wrong)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	good := commbench.Options{Ops: commbench.Ops, DTypes: []dtype.DType{dtype.Float32}, MinBytes: 8, MaxBytes: 8, StepFactor: 2, Iters: 1}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := []func(o *commbench.Options){
+		func(o *commbench.Options) { o.Ops = nil },
+		func(o *commbench.Options) { o.MinBytes = 0 },
+		func(o *commbench.Options) { o.MaxBytes = 4 },
+		func(o *commbench.Options) { o.StepFactor = 1 },
+		func(o *commbench.Options) { o.Iters = 0 },
+		func(o *commbench.Options) { o.DTypes = []dtype.DType{dtype.Invalid} },
+	}
+	for i, edit := range bad {
+		o := good
+		edit(&o)
+		if o.Validate() == nil {
+			t.Errorf("case %d: invalid options accepted", i)
+		}
+	}
+	if _, err := commbench.ParseOps("all_gather,nope"); err == nil {
+		t.Error("ParseOps accepted an unknown collective")
+	}
+}

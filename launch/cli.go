@@ -1,0 +1,169 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v3"
+)
+
+// Exit codes of the launcher itself (a failed rank's code is passed through instead).
+const (
+	ExitUsage    = 2   // bad flags or layout; nothing was started
+	ExitNotFound = 127 // PROGRAM is not on PATH; nothing was started (as sh, env and timeout do)
+)
+
+// Options describe a job.
+type Options struct {
+	NP, TP, DP, PCP, PP int  // DP 0: derived as NP/(TP·PCP·PP)
+	EP                  bool // expert parallelism
+	// Timeout bounds any single wait of a worker for a peer; it only travels to the workers
+	// (MOERUN_TIMEOUT).
+	Timeout time.Duration
+	// Grace is the time between SIGTERM and SIGKILL when the job is torn down.
+	Grace   time.Duration
+	Program string
+	Args    []string
+}
+
+const usageText = "launch -np N [--tp T] [--dp D] [--pcp P] [--pp 1] [--ep] [--timeout DUR] [--grace DUR] [--] PROGRAM [ARGS...]"
+
+func command(o *Options, stdout, stderr io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "launch",
+		Usage:     "run PROGRAM as the N ranks of one moerun job on this host",
+		UsageText: usageText,
+		Description: "Every rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT\n" +
+			"(the job's rendezvous store), MOERUN_TOKEN, MOERUN_TP/DP/PCP/PP/EP, MOERUN_TIMEOUT and\n" +
+			"NCCL_NVLS_ENABLE=0 (unless already set). Output lines are prefixed \"[rank] \". When a rank\n" +
+			"fails, the others get SIGTERM, then SIGKILL after --grace, and launch exits with the\n" +
+			"failed rank's status (128+n for signal n). Flags end at PROGRAM: its arguments are its own.",
+		HideHelpCommand: true,
+		HideVersion:     true,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
+			return err
+		},
+		ExitErrHandler: func(context.Context, *cli.Command, error) {}, // Main owns the exit
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "np", Usage: "number of ranks (processes) to start (required)"},
+			&cli.IntFlag{Name: "tp", Value: 1, Usage: "tensor-parallel size"},
+			&cli.IntFlag{Name: "dp", Value: 0, Usage: "data-parallel size (0: np/(tp·pcp·pp))"},
+			&cli.IntFlag{Name: "pcp", Value: 1, Usage: "prefill context-parallel size"},
+			&cli.IntFlag{Name: "pp", Value: 1, Usage: "pipeline-parallel size"},
+			&cli.BoolFlag{Name: "ep", Usage: "enable expert parallelism"},
+			&cli.DurationFlag{Name: "timeout", Value: 120 * time.Second, Usage: "bound on any single wait of a worker for a peer (MOERUN_TIMEOUT)"},
+			&cli.DurationFlag{Name: "grace", Value: 2 * time.Second, Usage: "time between SIGTERM and SIGKILL when the job is torn down"},
+		},
+		Action: func(_ context.Context, cmd *cli.Command) error {
+			if !cmd.IsSet("np") {
+				return errors.New("-np is required")
+			}
+			*o = Options{
+				NP: cmd.Int("np"), TP: cmd.Int("tp"), DP: cmd.Int("dp"), PCP: cmd.Int("pcp"), PP: cmd.Int("pp"),
+				EP:      cmd.Bool("ep"),
+				Timeout: cmd.Duration("timeout"),
+				Grace:   cmd.Duration("grace"),
+			}
+			args := cmd.Args().Slice()
+			if len(args) == 0 {
+				return errors.New("missing PROGRAM")
+			}
+			o.Program, o.Args = args[0], args[1:]
+			switch {
+			case o.NP < 1:
+				return fmt.Errorf("-np %d: need at least one rank", o.NP)
+			case o.Timeout <= 0:
+				return fmt.Errorf("--timeout %v: must be positive", o.Timeout)
+			case o.Grace < 0:
+				return fmt.Errorf("--grace %v is negative", o.Grace)
+			}
+			return nil
+		},
+	}
+}
+
+// Parse reads the launcher's command line (args[0] is the program name). Flags end at
+// PROGRAM, the first argument that is not a flag or a flag's value, or after "--":
+// everything from PROGRAM on is PROGRAM's, untouched. Flags take one or two dashes
+// (-np 4, --np=4). It reports help == true when it printed the help text to stdout.
+func Parse(args []string, stdout, stderr io.Writer) (o Options, help bool, err error) {
+	var parsed bool
+	cmd := command(&o, stdout, stderr)
+	cmd.Action = wrapAction(cmd.Action, &parsed)
+	if len(args) == 0 {
+		args = []string{"launch"}
+	}
+	if err := cmd.Run(context.Background(), splitAtProgram(cmd, args)); err != nil {
+		return Options{}, false, err
+	}
+	if !parsed { // the help flag was given: urfave printed the help and ran no action
+		return Options{}, true, nil
+	}
+	return o, false, nil
+}
+
+func wrapAction(a cli.ActionFunc, ran *bool) cli.ActionFunc {
+	return func(ctx context.Context, cmd *cli.Command) error {
+		*ran = true
+		return a(ctx, cmd)
+	}
+}
+
+// splitAtProgram inserts "--" before PROGRAM, so that urfave/cli passes PROGRAM's arguments
+// through verbatim. (urfave's StopOnNthArg is not enough: it checks for "--" before it counts
+// arguments, so "prog -- x" would lose its "--".) Which flags take a value comes from the
+// command's own flag table; an unknown flag is left for urfave to report.
+func splitAtProgram(cmd *cli.Command, args []string) []string {
+	out := []string{args[0]}
+	rest := args[1:]
+	for len(rest) > 0 {
+		a := rest[0]
+		switch {
+		case a == "--":
+			return append(out, rest...)
+		case a == "-" || !strings.HasPrefix(a, "-"):
+			return append(append(out, "--"), rest...)
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		n := 1
+		if !hasValue && takesValue(cmd, name) && len(rest) > 1 {
+			n = 2
+		}
+		out = append(out, rest[:n]...)
+		rest = rest[n:]
+	}
+	return out
+}
+
+func takesValue(cmd *cli.Command, name string) bool {
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			if n == name {
+				v, ok := f.(interface{ TakesValue() bool })
+				return ok && v.TakesValue()
+			}
+		}
+	}
+	return false
+}
+
+// Main runs the launcher with os-style arguments and returns its exit code: the failed
+// rank's status, 128+n if a rank or the launcher died of signal n, 2 for usage errors
+// (nothing started), 127 when PROGRAM is not found.
+func Main(args []string, stdout, stderr io.Writer) int {
+	o, help, err := Parse(args, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "launch: %v (usage: %s)\n", err, usageText)
+		return ExitUsage
+	}
+	if help {
+		return 0
+	}
+	return Run(context.Background(), o, stdout, stderr)
+}
