@@ -25,9 +25,10 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt wants to change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# The CPU backend at 64 MiB on 4 ranks (docs/PERFORMANCE.md compares it with Open MPI).
+# The CPU backend beside Open MPI at 64 MiB on 4 ranks (docs/PERFORMANCE.md); needs
+# Debian's openmpi-bin and libopenmpi-dev.
 bench-cpu: build
-	bin/launch -np 4 bin/worker collectives -b 64M -e 64M -n 10 -w 2 --ops all_gather,reduce_scatter,all_reduce --json bin/bench-cpu.json
+	bench/cpu-vs-openmpi.sh 4 64M 3
 
 clean:
 	rm -rf bin
