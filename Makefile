@@ -13,9 +13,10 @@ build:
 	$(GO) build -o bin/launch ./cmd/launch
 	$(GO) build -o bin/worker ./cmd/worker
 
-# The demo: four CPU ranks sweep every collective and check every result.
+# The demo: four CPU ranks (tp 2 × dp 2, expert parallel, so sequence-parallel MoE) run a
+# DeepSeek-style layer and check every output row against the float64 reference.
 run: build
-	bin/launch -np 4 bin/worker collectives
+	bin/launch -np 4 --tp 2 --dp 2 --ep bin/worker run --preset tiny-deepseek --check
 
 test: lint
 	$(GO) test -race -timeout 9m $(TESTFLAGS) ./...

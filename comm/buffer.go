@@ -29,6 +29,11 @@ func BF16s(s []dtype.BF16) Buffer {
 	return Buffer{dt: dtype.BFloat16, n: len(s), host: bytesOf(unsafe.Pointer(unsafe.SliceData(s)), 2*len(s)), device: -1}
 }
 
+// Int32s views s as a host buffer.
+func Int32s(s []int32) Buffer {
+	return Buffer{dt: dtype.Int32, n: len(s), host: bytesOf(unsafe.Pointer(unsafe.SliceData(s)), 4*len(s)), device: -1}
+}
+
 // NewHost allocates a zeroed host buffer of n elements.
 func NewHost(t dtype.DType, n int) Buffer {
 	switch t {
@@ -36,6 +41,8 @@ func NewHost(t dtype.DType, n int) Buffer {
 		return Float32s(make([]float32, n))
 	case dtype.BFloat16:
 		return BF16s(make([]dtype.BF16, n))
+	case dtype.Int32:
+		return Int32s(make([]int32, n))
 	}
 	return Buffer{dt: t, n: n, device: -1}
 }
@@ -88,6 +95,14 @@ func (b Buffer) BF16s() []dtype.BF16 {
 		return nil
 	}
 	return unsafe.Slice((*dtype.BF16)(unsafe.Pointer(unsafe.SliceData(b.host))), b.n)
+}
+
+// Int32s views an int32 host buffer as a slice (nil otherwise).
+func (b Buffer) Int32s() []int32 {
+	if b.dt != dtype.Int32 || b.host == nil || b.n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*int32)(unsafe.Pointer(unsafe.SliceData(b.host))), b.n)
 }
 
 // Slice is the n elements starting at element off. It panics on an out-of-range slice,

@@ -160,8 +160,8 @@ func (c *checked) fail(op string, err error) error {
 }
 
 func sameKind(a, b Buffer) error {
-	if !a.DType().Valid() {
-		return fmt.Errorf("unsupported element type %v", a.DType())
+	if !a.DType().Float() {
+		return fmt.Errorf("unsupported element type %v: collectives move float32 and bf16", a.DType())
 	}
 	if a.DType() != b.DType() {
 		return fmt.Errorf("send is %v but recv is %v", a.DType(), b.DType())
@@ -256,8 +256,8 @@ func (c *checked) AllReduce(ctx context.Context, send, recv Buffer) error {
 
 func (c *checked) Broadcast(ctx context.Context, buf Buffer, root int) error {
 	const op = "broadcast"
-	if !buf.DType().Valid() {
-		return c.fail(op, fmt.Errorf("unsupported element type %v", buf.DType()))
+	if !buf.DType().Float() {
+		return c.fail(op, fmt.Errorf("unsupported element type %v: collectives move float32 and bf16", buf.DType()))
 	}
 	if root < 0 || root >= c.Size() {
 		return c.fail(op, fmt.Errorf("root %d is not a rank of a group of %d", root, c.Size()))

@@ -16,6 +16,8 @@ const (
 	Invalid DType = iota
 	Float32
 	BFloat16
+	// Int32 holds expert ids. Communicators move only the float types.
+	Int32
 )
 
 // Size is the number of bytes of one element.
@@ -25,6 +27,8 @@ func (t DType) Size() int {
 		return 4
 	case BFloat16:
 		return 2
+	case Int32:
+		return 4
 	}
 	return 0
 }
@@ -36,12 +40,17 @@ func (t DType) String() string {
 		return "float32"
 	case BFloat16:
 		return "bf16"
+	case Int32:
+		return "int32"
 	}
 	return fmt.Sprintf("dtype(%d)", int(t))
 }
 
-// Valid reports whether t is one of the supported types.
-func (t DType) Valid() bool { return t == Float32 || t == BFloat16 }
+// Valid reports whether t is one of the defined types.
+func (t DType) Valid() bool { return t == Float32 || t == BFloat16 || t == Int32 }
+
+// Float reports whether t is a floating-point type (what collectives move and add).
+func (t DType) Float() bool { return t == Float32 || t == BFloat16 }
 
 // Parse reads a type name: float32 (f32, float) or bf16 (bfloat16).
 func Parse(s string) (DType, error) {
@@ -50,6 +59,8 @@ func Parse(s string) (DType, error) {
 		return Float32, nil
 	case "bf16", "bfloat16":
 		return BFloat16, nil
+	case "int32", "i32":
+		return Int32, nil
 	}
 	return Invalid, fmt.Errorf("unknown dtype %q: expected float32 or bf16", s)
 }

@@ -84,7 +84,7 @@ func TestParse(t *testing.T) {
 	if _, err := Parse("fp8"); err == nil {
 		t.Error("Parse(fp8) succeeded")
 	}
-	if Invalid.Size() != 0 || Float32.Size() != 4 || BFloat16.Size() != 2 {
+	if Invalid.Size() != 0 || Float32.Size() != 4 || BFloat16.Size() != 2 || Int32.Size() != 4 || Int32.Float() || !BFloat16.Float() {
 		t.Error("sizes")
 	}
 }

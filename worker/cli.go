@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -91,19 +92,19 @@ func Command(stdout, stderr io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "backend", Value: "auto", Usage: "communicator backend: auto or " + strings.Join(comm.Backends(), ", ")},
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
 		},
-		Commands: []*cli.Command{collectivesCommand()},
+		Commands: []*cli.Command{collectivesCommand(), runCommand()},
 	}
 }
 
-// setup reads the place (environment, then flags), and joins the job.
-func setup(ctx context.Context, cmd *cli.Command) (*Job, error) {
+// place reads the worker's place from the environment, then the layout flags.
+func place(cmd *cli.Command) (Place, error) {
 	p, err := PlaceFromEnv(os.Getenv)
 	if err != nil {
-		return nil, usageError{err}
+		return p, usageError{err}
 	}
 	if cmd.IsSet("tp") || cmd.IsSet("dp") || cmd.IsSet("pcp") || cmd.IsSet("pp") || cmd.IsSet("ep") {
 		l := p.Layout
-		tp, pcp, pp, dp, ep := l.TP, l.PCP, l.PP, l.DP, l.EP
+		tp, pcp, pp, dp, ep := l.TP, l.PCP, l.PP, 0, l.EP
 		if cmd.IsSet("tp") {
 			tp = cmd.Int("tp")
 		}
@@ -115,16 +116,19 @@ func setup(ctx context.Context, cmd *cli.Command) (*Job, error) {
 		}
 		if cmd.IsSet("dp") {
 			dp = cmd.Int("dp")
-		} else {
-			dp = 0
 		}
 		if cmd.IsSet("ep") {
 			ep = cmd.Bool("ep")
 		}
 		if p.Layout, err = rank.NewLayout(p.World, tp, pcp, pp, dp, ep); err != nil {
-			return nil, usagef("layout: %w", err)
+			return p, usagef("layout: %w", err)
 		}
 	}
+	return p, nil
+}
+
+// join joins the job at p with the backend and logging the flags ask for.
+func join(ctx context.Context, cmd *cli.Command, p Place) (*Job, error) {
 	backend, err := chooseBackend(cmd.String("backend"))
 	if err != nil {
 		return nil, err
@@ -192,7 +196,11 @@ func runCollectives(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	jsonPath := cmd.String("json")
-	j, err := setup(ctx, cmd)
+	p, err := place(cmd)
+	if err != nil {
+		return err
+	}
+	j, err := join(ctx, cmd, p)
 	if err != nil {
 		return err
 	}
@@ -233,7 +241,7 @@ func runCollectives(ctx context.Context, cmd *cli.Command) error {
 		}
 		fmt.Fprintf(out, "# out of bounds values : %d %s\n", wrong, map[bool]string{true: "OK", false: "FAILED"}[wrong == 0])
 		if jsonPath != "" {
-			if err := writeFileAtomic(jsonPath, func(w io.Writer) error { return commbench.WriteJSON(w, reports) }); err != nil {
+			if err := writeFileAtomic(jsonPath, func(w io.Writer) error { return writeJSON(w, reports) }); err != nil {
 				return err
 			}
 		}
@@ -348,4 +356,10 @@ func writeFileAtomic(path string, write func(io.Writer) error) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

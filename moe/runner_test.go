@@ -1,0 +1,311 @@
+package moe_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/comm/commtest"
+	"github.com/moerun/moerun/comm/tcp"
+	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/moe"
+	"github.com/moerun/moerun/moe/cpu"
+	"github.com/moerun/moerun/rank"
+)
+
+// job is one in-process run of the layer on every rank of a layout: each rank's final
+// output rows (its DP rank's tokens, after the sequence-parallel gather) and inputs.
+type rankResult struct {
+	x, logits, out []float32
+	tokens         int
+	chunks         int
+}
+
+// runLayer runs cfg on layout l in this process (one goroutine per rank over the tcp
+// backend) with tokens[d] tokens on DP rank d, and returns every rank's result.
+func runLayer(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed uint64) []rankResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	res := make([]rankResult, l.World())
+	err := commtest.RunGroup(ctx, tcp.Open, l.World(), func(ctx context.Context, world comm.Communicator) error {
+		r := world.Rank()
+		var g moe.Groups
+		for _, kind := range rank.AllGroupKinds {
+			color, key := l.GroupOf(kind, r)
+			sub, err := world.Split(ctx, color, key)
+			if err != nil {
+				return err
+			}
+			defer sub.Close()
+			switch kind {
+			case rank.TP:
+				g.TP = sub
+			case rank.DP:
+				g.DP = sub
+			case rank.PCP:
+				g.PCP = sub
+			case rank.EP:
+				g.EP = sub
+			}
+		}
+		shard, err := moe.NewShard(cfg, l, r)
+		if err != nil {
+			return err
+		}
+		ops := cpu.New()
+		runner, err := moe.NewRunner(shard, ops, g, seed)
+		if err != nil {
+			return err
+		}
+		defer runner.Close()
+		dt, _ := cfg.ElementType()
+		tk := tokens[shard.Coord.DP]
+		n := shard.Rows(tk)
+		rows := tk
+		if shard.SP {
+			rows = n * l.TP
+		}
+		x, _ := ops.Alloc(dt, rows, cfg.Hidden)
+		if err := ops.Fill(x, moe.XGen(seed, shard.Source(), rows, tk)); err != nil {
+			return err
+		}
+		gate, _ := ops.Alloc(dt, cfg.Experts, cfg.Hidden)
+		if err := ops.Fill(gate, moe.RouterGen(seed, cfg.Hidden)); err != nil {
+			return err
+		}
+		logits, _ := ops.Alloc(dtype.Float32, rows, cfg.Experts)
+		if err := ops.Logits(x, gate, logits); err != nil {
+			return err
+		}
+		mx, ml := x, logits
+		if shard.SP {
+			mx, ml = x.RowSlice(shard.Coord.TP*n, n), logits.RowSlice(shard.Coord.TP*n, n)
+		}
+		out, _ := ops.Alloc(dt, n, cfg.Hidden)
+		// Two passes: the second reuses every buffer of the first.
+		for range 2 {
+			if err := runner.Forward(ctx, mx, ml, out); err != nil {
+				return err
+			}
+		}
+		final := out
+		if shard.SP {
+			final, _ = ops.Alloc(dt, rows, cfg.Hidden)
+			if err := g.TP.AllGather(ctx, out.Buf, final.Buf); err != nil {
+				return err
+			}
+		}
+		rr := rankResult{tokens: tk, chunks: runner.Chunks,
+			x: make([]float32, tk*cfg.Hidden), logits: make([]float32, tk*cfg.Experts), out: make([]float32, tk*cfg.Hidden)}
+		if err := ops.Download(x.RowSlice(0, tk), rr.x); err != nil {
+			return err
+		}
+		if err := ops.Download(logits.RowSlice(0, tk), rr.logits); err != nil {
+			return err
+		}
+		if err := ops.Download(final.RowSlice(0, tk), rr.out); err != nil {
+			return err
+		}
+		res[r] = rr
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// tolerance is vLLM's layer-level one for bf16 (§9 oracle 5), and tight for float32.
+func tolerance(cfg moe.Config) float64 {
+	if dt, _ := cfg.ElementType(); dt == dtype.Float32 {
+		return 1e-4
+	}
+	return 3.5e-2
+}
+
+// checkAgainstReference compares every output row of every rank with the float64
+// reference and returns the largest error.
+func checkAgainstReference(t *testing.T, cfg moe.Config, res []rankResult, seed uint64) float64 {
+	t.Helper()
+	ref, err := moe.NewReference(cfg, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tol := tolerance(cfg)
+	worst := 0.0
+	for r, rr := range res {
+		want, err := ref.Forward(rr.x, rr.logits, rr.tokens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, g := range rr.out {
+			w := want[i]
+			e := math.Abs(float64(g) - w)
+			if math.IsNaN(float64(g)) || e > tol+tol*math.Abs(w) {
+				t.Fatalf("rank %d row %d col %d: got %v want %v (err %.3g > tol %.3g)", r, i/cfg.Hidden, i%cfg.Hidden, g, w, e, tol)
+			}
+			worst = max(worst, e)
+		}
+	}
+	return worst
+}
+
+func preset(t *testing.T, name string) moe.Config {
+	t.Helper()
+	c, err := moe.Preset(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The distributed matrix: every layout of the issue on every tiny preset, with uneven
+// tokens per DP rank (one rank with a single token), against the float64 reference.
+func TestLayoutsMatchReference(t *testing.T) {
+	layouts := []struct {
+		name               string
+		world, tp, pcp, dp int
+		ep                 bool
+	}{
+		{"single", 1, 1, 1, 1, false},
+		{"tp2", 2, 2, 1, 1, false},
+		{"tp4", 4, 4, 1, 1, false},
+		{"dp2-ep", 2, 1, 1, 2, true},
+		{"dp4-ep", 4, 1, 1, 4, true},
+		{"tp2-dp2-ep-sp", 4, 2, 1, 2, true},
+		{"dp2-noep", 2, 1, 1, 2, false},
+		{"tp2-dp2-noep", 4, 2, 1, 2, false},
+		{"pcp2", 2, 1, 2, 1, false},
+		{"tp2-pcp2", 4, 2, 2, 1, false},
+		{"tp2-pcp2-ep", 4, 2, 2, 1, true},
+		{"tp2-ep", 2, 2, 1, 1, true},
+	}
+	for _, name := range []string{"tiny", "tiny-deepseek", "tiny-latent"} {
+		for _, lc := range layouts {
+			t.Run(name+"/"+lc.name, func(t *testing.T) {
+				t.Parallel()
+				cfg := preset(t, name)
+				cfg.Chunk = 3
+				l, err := rank.NewLayout(lc.world, lc.tp, lc.pcp, 1, lc.dp, lc.ep)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tokens := []int{7, 1, 10, 4}[:lc.dp]
+				res := runLayer(t, cfg, l, tokens, 11)
+				checkAgainstReference(t, cfg, res, 11)
+			})
+		}
+	}
+}
+
+// §1.5: chunk sizes 1, 3 and 256 (one chunk), with one DP rank holding far more rows than
+// a chunk, give the same numbers; every rank runs ceil(max/C) chunks in lockstep.
+func TestChunkSizes_Section1_5(t *testing.T) {
+	l, err := rank.NewLayout(4, 2, 1, 1, 2, true) // sequence parallel: rows per rank ceil(T/2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := []int{37, 2}
+	var first []rankResult
+	for _, c := range []int{1, 3, 256} {
+		cfg := preset(t, "tiny-deepseek")
+		cfg.DType = "float32"
+		cfg.Chunk = c
+		res := runLayer(t, cfg, l, tokens, 5)
+		checkAgainstReference(t, cfg, res, 5)
+		wantChunks := (19 + c - 1) / c // ceil(37/2) = 19 rows on DP rank 0's TP ranks
+		for r, rr := range res {
+			if rr.chunks != wantChunks {
+				t.Errorf("chunk %d: rank %d ran %d chunks, want %d", c, r, rr.chunks, wantChunks)
+			}
+		}
+		if first == nil {
+			first = res
+			continue
+		}
+		for r := range res {
+			for i, v := range res[r].out {
+				if d := math.Abs(float64(v - first[r].out[i])); d > 1e-5 {
+					t.Fatalf("chunk %d: rank %d element %d differs from chunk 1 by %g", c, r, i, d)
+				}
+			}
+		}
+	}
+}
+
+// §9 oracle 14: sequence parallelism (T=5, tp=2: chunks of 3 rows, one of them padding)
+// gives the same output, after the TP gather and trim, as the same DP ranks without it.
+func TestSequenceParallel_Section9_14(t *testing.T) {
+	cfg := preset(t, "tiny-deepseek")
+	cfg.DType = "float32"
+	sp, _ := rank.NewLayout(4, 2, 1, 1, 2, true)
+	plain, _ := rank.NewLayout(2, 1, 1, 1, 2, true)
+	a := runLayer(t, cfg, sp, []int{5, 2}, 3)
+	b := runLayer(t, cfg, plain, []int{5, 2}, 3)
+	// SP ranks 0,1 are DP rank 0 and ranks 2,3 DP rank 1; plain ranks 0 and 1.
+	for r, d := range []int{0, 0, 1, 1} {
+		for i, v := range a[r].out {
+			if e := math.Abs(float64(v - b[d].out[i])); e > 1e-5 {
+				t.Fatalf("SP rank %d element %d: %v, without SP %v", r, i, v, b[d].out[i])
+			}
+		}
+	}
+}
+
+// §9 oracle 16: out = shared + s·fused for bf16 and float32 (the fp16 branch does not
+// apply to either).
+func TestRoutedScale_Section9_16(t *testing.T) {
+	l, _ := rank.NewLayout(1, 1, 1, 1, 1, false)
+	base := preset(t, "tiny-deepseek")
+	base.DType = "float32"
+	noShared := base
+	noShared.SharedIntermediate = 0
+	scaled := base
+	scaled.RoutedScaling = 2.5
+	one := base
+	one.RoutedScaling = 1
+	fusedOnly := noShared
+	fusedOnly.RoutedScaling = 1
+	sharedOnly := runLayer(t, one, l, []int{6}, 9)[0].out
+	fused := runLayer(t, fusedOnly, l, []int{6}, 9)[0].out
+	got := runLayer(t, scaled, l, []int{6}, 9)[0].out
+	for i := range got {
+		shared := sharedOnly[i] - fused[i]
+		want := shared + 2.5*fused[i]
+		if math.Abs(float64(got[i]-want)) > 1e-4 {
+			t.Fatalf("element %d: got %v, want shared %v + 2.5·fused %v", i, got[i], shared, fused[i])
+		}
+	}
+}
+
+// Same weights and inputs on every run: the generator is a pure function of the seed.
+func TestDeterministic(t *testing.T) {
+	l, _ := rank.NewLayout(2, 1, 1, 1, 2, true)
+	cfg := preset(t, "tiny")
+	a := runLayer(t, cfg, l, []int{3, 4}, 1)
+	b := runLayer(t, cfg, l, []int{3, 4}, 1)
+	c := runLayer(t, cfg, l, []int{3, 4}, 2)
+	same, differ := true, false
+	for r := range a {
+		for i := range a[r].out {
+			same = same && a[r].out[i] == b[r].out[i]
+			differ = differ || a[r].out[i] != c[r].out[i]
+		}
+	}
+	if !same || !differ {
+		t.Errorf("same seed same output: %v; other seed other output: %v", same, differ)
+	}
+}
+
+func ExampleShard_Describe() {
+	cfg, _ := moe.Preset("tiny-deepseek")
+	l, _ := rank.NewLayout(4, 2, 1, 1, 2, true)
+	s, _ := moe.NewShard(cfg, l, 3)
+	fmt.Println(s.Describe())
+	// Output:
+	// rank 3 {ExtDP:0 DP:1 PP:0 PCP:0 TP:1}: experts 4 [12 13 14 15], intermediate [0, 48) of 48, shared [0, 48), dispatch ep, pcp false, sp true, reduce latent false shared false final false
+}

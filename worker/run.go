@@ -1,0 +1,521 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/moe"
+	"github.com/moerun/moerun/moe/cpu"
+	"github.com/moerun/moerun/rank"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "time forward passes of one MoE layer (and check them against the float64 reference)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "preset", Usage: "layer preset: " + strings.Join(moe.PresetNames(), ", ")},
+			&cli.StringFlag{Name: "config", Usage: "layer config JSON file (instead of --preset)"},
+			&cli.StringFlag{Name: "tokens", Usage: "tokens per DP rank, one table row each (default 1,16,128)"},
+			&cli.StringFlag{Name: "tokens-per-rank", Usage: "one row with these tokens on DP ranks 0, 1, … (one count per DP rank)"},
+			&cli.IntFlag{Name: "iters", Aliases: []string{"n"}, Value: 5, Usage: "timed forward passes per row"},
+			&cli.IntFlag{Name: "warmup", Aliases: []string{"w"}, Value: 1, Usage: "untimed forward passes before each row"},
+			&cli.IntFlag{Name: "chunk", Usage: "rows per rank of one chunk (default: the config's, else 256)"},
+			&cli.Uint64Flag{Name: "seed", Usage: "selects the generated weights and tokens"},
+			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
+			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
+			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
+		},
+		Action: runLayer,
+	}
+}
+
+// layerConfig reads --preset or --config and applies --chunk.
+func layerConfig(cmd *cli.Command) (moe.Config, error) {
+	preset, file := cmd.String("preset"), cmd.String("config")
+	var cfg moe.Config
+	var err error
+	switch {
+	case preset != "" && file != "":
+		return cfg, usagef("--preset %s and --config %s: give one of them", preset, file)
+	case preset != "":
+		if cfg, err = moe.Preset(preset); err != nil {
+			return cfg, usageError{err}
+		}
+	case file != "":
+		if cfg, err = moe.LoadConfig(file); err != nil {
+			return cfg, usageError{err}
+		}
+	default:
+		return cfg, usagef("no layer: give --preset NAME (%s) or --config FILE", strings.Join(moe.PresetNames(), ", "))
+	}
+	if cmd.IsSet("chunk") {
+		if c := cmd.Int("chunk"); c < 1 {
+			return cfg, usagef("--chunk %d: expected at least 1 row", c)
+		}
+		cfg.Chunk = cmd.Int("chunk")
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+// tokenRows turns --tokens and --tokens-per-rank into table rows: each row is the token
+// count of every DP rank.
+func tokenRows(cmd *cli.Command, dp int) ([][]int, error) {
+	var rows [][]int
+	spec := cmd.String("tokens")
+	if spec == "" && cmd.String("tokens-per-rank") == "" {
+		spec = "1,16,128"
+	}
+	if spec != "" {
+		counts, err := parseCounts("--tokens", spec)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range counts {
+			row := make([]int, dp)
+			for d := range row {
+				row[d] = t
+			}
+			rows = append(rows, row)
+		}
+	}
+	if s := cmd.String("tokens-per-rank"); s != "" {
+		counts, err := parseCounts("--tokens-per-rank", s)
+		if err != nil {
+			return nil, err
+		}
+		if len(counts) != dp {
+			return nil, usagef("--tokens-per-rank %s: %d counts for %d DP ranks", s, len(counts), dp)
+		}
+		rows = append(rows, counts)
+	}
+	return rows, nil
+}
+
+func parseCounts(flag, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, usagef("%s %s: %q is not a token count (expected integers of at least 1)", flag, s, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// runResult is one table row (and its JSON).
+type runResult struct {
+	Tokens    []int   `json:"tokens_per_dp_rank"`
+	Chunks    int     `json:"chunks"`
+	MsMedian  float64 `json:"ms_median"`
+	MsMin     float64 `json:"ms_min"`
+	MsMax     float64 `json:"ms_max"`
+	CommShare float64 `json:"comm_share"`
+	GFLOPS    float64 `json:"gflops_per_rank"`
+	MaxAbsErr float64 `json:"max_abs_err,omitempty"`
+	Checked   int     `json:"rows_checked,omitempty"`
+}
+
+type runReport struct {
+	Layer      moe.Config  `json:"layer"`
+	Layout     string      `json:"layout"`
+	Backend    string      `json:"backend"`
+	Device     string      `json:"device"`
+	Iterations int         `json:"iterations"`
+	Rows       []runResult `json:"rows"`
+	Check      *checkLine  `json:"check,omitempty"`
+}
+
+type checkLine struct {
+	OK        bool    `json:"ok"`
+	MaxAbsErr float64 `json:"max_abs_err"`
+	Tolerance float64 `json:"tolerance"`
+}
+
+func runLayer(ctx context.Context, cmd *cli.Command) error {
+	cfg, err := layerConfig(cmd)
+	if err != nil {
+		return err
+	}
+	p, err := place(cmd)
+	if err != nil {
+		return err
+	}
+	// Everything that can be wrong with the input is found before any collective starts.
+	shard, err := moe.NewShard(cfg, p.Layout, p.Rank)
+	if err != nil {
+		return usageError{fmt.Errorf("layout %v: %w", p.Layout, err)}
+	}
+	rows, err := tokenRows(cmd, p.Layout.DP)
+	if err != nil {
+		return err
+	}
+	iters, warmup := cmd.Int("iters"), cmd.Int("warmup")
+	if iters < 1 || warmup < 0 {
+		return usagef("--iters %d --warmup %d: expected at least 1 timed and 0 or more warm-up passes", iters, warmup)
+	}
+	saveDir := cmd.String("save")
+	if saveDir != "" {
+		if err := checkWritableDir(saveDir); err != nil {
+			return usageError{err}
+		}
+	}
+	if err := checkMemory(shard, p.LocalWorld); err != nil {
+		return err
+	}
+	seed := cmd.Uint64("seed")
+	j, err := join(ctx, cmd, p)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+
+	clock := &commClock{}
+	groups := moe.Groups{
+		TP: clock.wrap(j.Group(rank.TP)), DP: clock.wrap(j.Group(rank.DP)),
+		PCP: clock.wrap(j.Group(rank.PCP)), EP: clock.wrap(j.Group(rank.EP)),
+	}
+	ops := cpu.New()
+	runner, err := moe.NewRunner(shard, ops, groups, seed)
+	if err != nil {
+		return fmt.Errorf("rank %d: %w", p.Rank, err)
+	}
+	defer runner.Close()
+	var ref *moe.Reference
+	if cmd.Bool("check") {
+		if ref, err = moe.NewReference(cfg, seed); err != nil {
+			return err
+		}
+	}
+
+	out := cmd.Root().Writer
+	dt, _ := cfg.ElementType()
+	report := runReport{Layer: cfg, Layout: p.Layout.String(), Backend: "tcp", Device: ops.Name(), Iterations: iters}
+	if p.Rank == 0 {
+		fmt.Fprintf(out, "# moerun run: %s, %v, backend tcp, ops %s, %v, chunk %d, %d iterations after %d warm-up\n",
+			cfg.Name, p.Layout, ops.Name(), dt, cfg.ChunkRows(), iters, warmup)
+		fmt.Fprintf(out, "# %14s %7s %10s %10s %10s %7s %9s\n", "tokens/rank", "chunks", "median ms", "min ms", "max ms", "comm %", "GFLOP/s")
+	}
+	tol := tolerance(cfg)
+	worst := 0.0
+	for _, tokens := range rows {
+		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, seed: seed, tokens: tokens}
+		res, err := l.measure(ctx, iters, warmup)
+		if err != nil {
+			return fmt.Errorf("rank %d: %w", p.Rank, err)
+		}
+		if ref != nil {
+			if res.MaxAbsErr, res.Checked, err = l.check(ref, tol); err != nil {
+				return fmt.Errorf("rank %d: %w", p.Rank, err)
+			}
+		}
+		if saveDir != "" {
+			if err := l.save(saveDir, p.Rank == 0 && len(report.Rows) == 0); err != nil {
+				return fmt.Errorf("rank %d: %w", p.Rank, err)
+			}
+		}
+		// Every rank's timings and errors meet on rank 0.
+		if res, err = l.gather(ctx, res); err != nil {
+			return err
+		}
+		report.Rows = append(report.Rows, res)
+		if p.Rank == 0 {
+			fmt.Fprintf(out, "  %14s %7d %10.3f %10.3f %10.3f %7.1f %9.2f\n", formatTokens(tokens), res.Chunks,
+				res.MsMedian, res.MsMin, res.MsMax, 100*res.CommShare, res.GFLOPS)
+		}
+		worst = max(worst, res.MaxAbsErr)
+	}
+	if ref != nil {
+		report.Check = &checkLine{OK: true, MaxAbsErr: worst, Tolerance: tol}
+		if p.Rank == 0 {
+			fmt.Fprintf(out, "check OK: max abs err %.3g (tolerance %.3g), every rank against the float64 reference\n", worst, tol)
+		}
+	}
+	if p.Rank == 0 && cmd.String("json") != "" {
+		return writeFileAtomic(cmd.String("json"), func(w io.Writer) error { return writeJSON(w, report) })
+	}
+	return nil
+}
+
+func formatTokens(t []int) string {
+	if slices.Min(t) == slices.Max(t) {
+		return strconv.Itoa(t[0])
+	}
+	s := make([]string, len(t))
+	for i, v := range t {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ",")
+}
+
+// tolerance is vLLM's layer-level tolerance (§9 oracle 5): atol = rtol = 3.5e-2 for bf16,
+// 7.6e-2 when the GEMMs' inner dimension reaches 2048; float32 layers get 1e-3.
+func tolerance(cfg moe.Config) float64 {
+	if dt, _ := cfg.ElementType(); dt == dtype.Float32 {
+		return 1e-3
+	}
+	if cfg.ExpertHidden() >= 2048 || cfg.Intermediate >= 2048 {
+		return 7.6e-2
+	}
+	return 3.5e-2
+}
+
+// layerRun is one table row on this rank: its tokens, the forward passes and the output.
+type layerRun struct {
+	cfg    moe.Config
+	shard  moe.Shard
+	ops    moe.Ops
+	runner *moe.Runner
+	job    *Job
+	groups moe.Groups
+	clock  *commClock
+	seed   uint64
+	tokens []int // per DP rank
+
+	x, logits, out moe.Tensor // this rank's full DP-rank input, its logits, and the final output [T, H]
+	times, comm    []float64
+}
+
+// inputs generates this DP rank's tokens [T, H] (padded to a multiple of tp under sequence
+// parallelism) and computes their router logits, as the model would before the layer.
+func (l *layerRun) inputs() (x, logits moe.Tensor, err error) {
+	cfg, s := l.cfg, l.shard
+	dt, _ := cfg.ElementType()
+	t := l.tokens[s.Coord.DP]
+	rows := t
+	if s.SP {
+		rows = s.Rows(t) * s.Layout.TP
+	}
+	if x, err = l.ops.Alloc(dt, rows, cfg.Hidden); err != nil {
+		return
+	}
+	if err = l.ops.Fill(x, moe.XGen(l.seed, s.Source(), rows, t)); err != nil {
+		return
+	}
+	gate, err := l.ops.Alloc(dt, cfg.Experts, cfg.Hidden)
+	if err != nil {
+		return
+	}
+	defer l.ops.Free(gate)
+	if err = l.ops.Fill(gate, moe.RouterGen(l.seed, cfg.Hidden)); err != nil {
+		return
+	}
+	if logits, err = l.ops.Alloc(dtype.Float32, rows, cfg.Experts); err != nil {
+		return
+	}
+	err = l.ops.Logits(x, gate, logits)
+	return
+}
+
+func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, error) {
+	s, ops := l.shard, l.ops
+	x, logits, err := l.inputs()
+	if err != nil {
+		return runResult{}, err
+	}
+	t := l.tokens[s.Coord.DP]
+	n := s.Rows(t)
+	mine, myLogits := x, logits
+	if s.SP {
+		mine, myLogits = x.RowSlice(s.Coord.TP*n, n), logits.RowSlice(s.Coord.TP*n, n)
+	}
+	dt, _ := l.cfg.ElementType()
+	out, err := ops.Alloc(dt, n, l.cfg.Hidden)
+	if err != nil {
+		return runResult{}, err
+	}
+	for it := 0; it < warmup+iters; it++ {
+		l.clock.Reset()
+		start := time.Now()
+		if err := l.runner.Forward(ctx, mine, myLogits, out); err != nil {
+			return runResult{}, err
+		}
+		if err := ops.Sync(); err != nil {
+			return runResult{}, err
+		}
+		if it >= warmup {
+			l.times = append(l.times, time.Since(start).Seconds())
+			l.comm = append(l.comm, l.clock.Elapsed().Seconds())
+		}
+	}
+	// The model's side of sequence parallelism: all-gather over TP and drop the padding.
+	final := out
+	if s.SP {
+		all, err := ops.Alloc(dt, n*s.Layout.TP, l.cfg.Hidden)
+		if err != nil {
+			return runResult{}, err
+		}
+		if err := l.groups.TP.AllGather(ctx, out.Buf, all.Buf); err != nil {
+			return runResult{}, fmt.Errorf("sequence-parallel all-gather: %w", err)
+		}
+		ops.Free(out)
+		final = all
+	}
+	l.x, l.logits, l.out = x.RowSlice(0, t), logits.RowSlice(0, t), final.RowSlice(0, t)
+	return runResult{Tokens: l.tokens, Chunks: l.runner.Chunks}, nil
+}
+
+// flops is the useful work of one forward pass over every DP rank's tokens: the routed
+// experts (K per token), the shared experts and the latent transforms.
+func (l *layerRun) flops() float64 {
+	c := l.cfg
+	total := 0
+	for _, t := range l.tokens {
+		total += t
+	}
+	per := 6.0 * float64(c.ExpertHidden()) * float64(c.Intermediate) * float64(c.TopK)
+	per += 6.0 * float64(c.Hidden) * float64(c.SharedIntermediate)
+	per += 4.0 * float64(c.Hidden) * float64(c.Latent)
+	// Each DP rank's tokens are computed once per PCP rank of it.
+	return per * float64(total) * float64(l.shard.Layout.PCP)
+}
+
+// gather meets every rank's per-iteration times on every rank: a row's time is the
+// slowest rank's in each iteration; the errors are the largest.
+func (l *layerRun) gather(ctx context.Context, res runResult) (runResult, error) {
+	w := l.job.World
+	k := len(l.times)
+	mine := make([]float32, 2*k+1)
+	for i := range k {
+		mine[i], mine[k+i] = float32(l.times[i]), float32(l.comm[i])
+	}
+	mine[2*k] = float32(res.MaxAbsErr)
+	all := make([]float32, len(mine)*w.Size())
+	if err := w.AllGather(ctx, comm.Float32s(mine), comm.Float32s(all)); err != nil {
+		return res, fmt.Errorf("rank %d: gather timings: %w", w.Rank(), err)
+	}
+	per := make([]float64, k)
+	commShare := 0.0
+	for i := range k {
+		slowest := 0
+		for r := 0; r < w.Size(); r++ {
+			if all[r*len(mine)+i] > all[slowest*len(mine)+i] {
+				slowest = r
+			}
+		}
+		per[i] = float64(all[slowest*len(mine)+i])
+		commShare += float64(all[slowest*len(mine)+k+i]) / per[i]
+	}
+	for r := 0; r < w.Size(); r++ {
+		res.MaxAbsErr = max(res.MaxAbsErr, float64(all[r*len(mine)+2*k]))
+	}
+	sorted := slices.Clone(per)
+	slices.Sort(sorted)
+	res.MsMedian = 1e3 * sorted[len(sorted)/2]
+	res.MsMin, res.MsMax = 1e3*sorted[0], 1e3*sorted[len(sorted)-1]
+	res.CommShare = commShare / float64(k)
+	res.GFLOPS = l.flops() / float64(w.Size()) / (res.MsMedian / 1e3) / 1e9
+	return res, nil
+}
+
+// check compares this rank's output rows with the reference: every row, or an evenly
+// spaced sample of 8 when the reference would take long (large presets).
+func (l *layerRun) check(ref *moe.Reference, tol float64) (maxErr float64, checked int, err error) {
+	c := l.cfg
+	t := l.out.Rows
+	rows := make([]int, 0, t)
+	cost := float64(t) * float64(c.TopK) * 3 * float64(c.ExpertHidden()) * float64(c.Intermediate)
+	if cost <= 2e9 {
+		for i := range t {
+			rows = append(rows, i)
+		}
+	} else {
+		for i := range min(8, t) {
+			rows = append(rows, i*(t-1)/max(min(8, t)-1, 1))
+		}
+		rows = slices.Compact(rows)
+	}
+	x := make([]float32, t*c.Hidden)
+	logits := make([]float32, t*c.Experts)
+	got := make([]float32, t*c.Hidden)
+	for _, d := range []struct {
+		t   moe.Tensor
+		dst []float32
+	}{{l.x, x}, {l.logits, logits}, {l.out, got}} {
+		if err := l.ops.Download(d.t, d.dst); err != nil {
+			return 0, 0, err
+		}
+	}
+	xs := make([]float32, 0, len(rows)*c.Hidden)
+	ls := make([]float32, 0, len(rows)*c.Experts)
+	for _, r := range rows {
+		xs = append(xs, x[r*c.Hidden:(r+1)*c.Hidden]...)
+		ls = append(ls, logits[r*c.Experts:(r+1)*c.Experts]...)
+	}
+	want, err := ref.Forward(xs, ls, len(rows))
+	if err != nil {
+		return 0, 0, err
+	}
+	for i, r := range rows {
+		for col := 0; col < c.Hidden; col++ {
+			g, w := float64(got[r*c.Hidden+col]), want[i*c.Hidden+col]
+			e := math.Abs(g - w)
+			if math.IsNaN(g) || e > tol+tol*math.Abs(w) {
+				return e, len(rows), fmt.Errorf("check FAILED: DP rank %d row %d column %d: got %.6g, want %.6g (abs err %.3g > tolerance %.3g + %.3g·|want|)",
+					l.shard.Coord.DP, r, col, g, w, e, tol, tol)
+			}
+			maxErr = max(maxErr, e)
+		}
+	}
+	return maxErr, len(rows), nil
+}
+
+// checkWritableDir creates dir if needed and proves that a file can be written there, so
+// that --save fails before any work.
+func checkWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--save %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".moerun-write-test-*")
+	if err != nil {
+		return fmt.Errorf("--save %s: the directory is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// checkMemory refuses a layer whose weights cannot fit in this host's available memory
+// (the real presets are made for GPUs).
+func checkMemory(s moe.Shard, local int) error {
+	dt, _ := s.Cfg.ElementType()
+	need := int64(len(s.Experts)) * 3 * int64(s.ISlice) * int64(s.Cfg.PaddedHidden()) * int64(dt.Size())
+	need += 3 * int64(s.SharedSlice) * int64(s.Cfg.Hidden) * int64(dt.Size())
+	avail := memAvailable()
+	if avail > 0 && need*int64(local) > avail*9/10 {
+		return fmt.Errorf("the %s layer needs %.1f GiB of weights per rank (%.1f GiB for the %d ranks here), but this host has %.1f GiB available: use a GPU host, more ranks, or a tiny preset",
+			s.Cfg.Name, gib(need), gib(need*int64(local)), local, gib(avail))
+	}
+	return nil
+}
+
+func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
