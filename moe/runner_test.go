@@ -309,3 +309,43 @@ func ExampleShard_Describe() {
 	// Output:
 	// rank 3 {ExtDP:0 DP:1 PP:0 PCP:0 TP:1}: experts 4 [12 13 14 15], intermediate [0, 48) of 48, shared [0, 48), dispatch ep, pcp false, sp true, reduce latent false shared false final false
 }
+
+// §9 oracle 12 (§5.1): with sizes [3, 1] the dispatch gathers 4 rows, rank 0's first, and
+// combine(dispatch(x)) with identity experts is dp·x on every rank.
+func TestAgRs_Section9_12(t *testing.T) {
+	const h = 4
+	sizes := []int{3, 1}
+	err := commtest.RunGroup(t.Context(), tcp.Open, 2, func(ctx context.Context, c comm.Communicator) error {
+		r := c.Rank()
+		x := make([]float32, sizes[r]*h)
+		for i := range x {
+			x[i] = float32(10*r + i)
+		}
+		all := make([]float32, 4*h)
+		if err := c.AllGatherV(ctx, comm.Float32s(x), comm.Float32s(all), []int{3 * h, 1 * h}); err != nil {
+			return err
+		}
+		for i, v := range all {
+			want := float32(i)
+			if i >= 3*h {
+				want = float32(10 + i - 3*h)
+			}
+			if v != want {
+				return fmt.Errorf("rank %d: gathered[%d] = %v, want %v", r, i, v, want)
+			}
+		}
+		back := make([]float32, len(x))
+		if err := c.ReduceScatterV(ctx, comm.Float32s(all), comm.Float32s(back), []int{3 * h, 1 * h}); err != nil {
+			return err
+		}
+		for i, v := range back {
+			if v != 2*x[i] {
+				return fmt.Errorf("rank %d: combine(dispatch(x))[%d] = %v, want 2·%v", r, i, v, x[i])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
