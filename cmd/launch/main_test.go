@@ -38,6 +38,16 @@ func TestMain(m *testing.M) {
 	})
 }
 
+// numpyPython is a python3 that has numpy (the PATH one, or Debian's), or "".
+var numpyPython = func() string {
+	for _, py := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(py, "-c", "import numpy").Run() == nil {
+			return py
+		}
+	}
+	return ""
+}()
+
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
@@ -46,7 +56,19 @@ func TestScripts(t *testing.T) {
 			// Under -race every process sleeps 1s at exit by default (atexit_sleep_ms);
 			// the scripts start dozens of them.
 			env.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+			env.Setenv("NUMPY_PYTHON", numpyPython)
+			examples, err := filepath.Abs("../../examples")
+			if err != nil {
+				return err
+			}
+			env.Setenv("EXAMPLES", examples)
 			return nil
+		},
+		Condition: func(cond string) (bool, error) {
+			if cond == "numpy" {
+				return numpyPython != "", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitfiles": cmdWaitFiles,
