@@ -14,6 +14,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/moerun/moerun/dtype"
 )
 
 // Communicator is a group of ranks that run collectives together. Every rank of the group
@@ -64,12 +66,34 @@ type Store interface {
 	Add(ctx context.Context, key string, delta int64) (int64, error)
 }
 
+// Memory is where a communicator's buffers live when that is not host memory (device
+// memory for GPU backends): how to allocate them, fill them from host buffers, read them
+// back, and wait for the collectives enqueued so far (GPU collectives return before they
+// complete).
+type Memory interface {
+	Alloc(t dtype.DType, n int) (Buffer, error)
+	Free(b Buffer) error
+	Upload(dst, src Buffer) error   // src in host memory
+	Download(dst, src Buffer) error // dst in host memory
+	Sync(ctx context.Context) error
+}
+
+// MemoryOf is the memory c's buffers must live in, or nil when host buffers will do.
+func MemoryOf(c Communicator) Memory {
+	if m, ok := c.(interface{ Memory() Memory }); ok {
+		return m.Memory()
+	}
+	return nil
+}
+
 // Config is what a backend needs to build the world communicator.
 type Config struct {
 	Rank, Size int
 	// Store is where ranks exchange addresses; keys are prefixed by Namespace.
 	Store     Store
 	Namespace string
+	// Device is the GPU ordinal of this rank for device backends (-1 for none).
+	Device int
 	// Host is the address this rank listens on and advertises to its peers (an interface
 	// address that the other hosts can reach); empty means 127.0.0.1 (one host).
 	Host string
@@ -278,3 +302,35 @@ func (c *checked) Split(ctx context.Context, color, key int) (Communicator, erro
 }
 
 func (c *checked) Close() error { return c.fail("close", c.inner.Close()) }
+
+// Memory forwards the backend's memory (see MemoryOf).
+func (c *checked) Memory() Memory { return MemoryOf(c.inner) }
+
+// AllGatherFloats all-gathers small host values (timings, counts, flags) through whatever
+// memory c needs: host buffers directly, device buffers by a round trip.
+func AllGatherFloats(ctx context.Context, c Communicator, mine, all []float32) error {
+	m := MemoryOf(c)
+	if m == nil {
+		return c.AllGather(ctx, Float32s(mine), Float32s(all))
+	}
+	send, err := m.Alloc(dtype.Float32, len(mine))
+	if err != nil {
+		return err
+	}
+	defer m.Free(send)
+	recv, err := m.Alloc(dtype.Float32, len(all))
+	if err != nil {
+		return err
+	}
+	defer m.Free(recv)
+	if err := m.Upload(send, Float32s(mine)); err != nil {
+		return err
+	}
+	if err := c.AllGather(ctx, send, recv); err != nil {
+		return err
+	}
+	if err := m.Sync(ctx); err != nil {
+		return err
+	}
+	return m.Download(Float32s(all), recv)
+}

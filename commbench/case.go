@@ -83,14 +83,17 @@ type Case struct {
 	Seed   int
 
 	rank, size int
-	send, recv comm.Buffer
+	send, recv comm.Buffer // where the collective runs (device memory for GPU backends)
+	hsend      comm.Buffer // host mirrors, where values are made and checked
+	hrecv      comm.Buffer
+	mem        comm.Memory // nil: send and recv are the host buffers
 }
 
-// NewCase allocates and fills the buffers of rank's part in a group of size ranks. For the
-// equal-block collectives Total must be a multiple of size; counts is used by the -v
-// collectives only (nil means UnevenCounts).
-func NewCase(op Op, dt dtype.DType, total int, counts []int, rank, size, seed int) (*Case, error) {
-	k := &Case{Op: op, DType: dt, Total: total, Seed: seed, rank: rank, size: size}
+// NewCase allocates and fills the buffers of rank's part in a group of size ranks, in mem
+// (nil: host memory). For the equal-block collectives Total must be a multiple of size;
+// counts is used by the -v collectives only (nil means UnevenCounts). Free releases it.
+func NewCase(op Op, dt dtype.DType, total int, counts []int, rank, size, seed int, mem comm.Memory) (*Case, error) {
+	k := &Case{Op: op, DType: dt, Total: total, Seed: seed, rank: rank, size: size, mem: mem}
 	switch op {
 	case AllGather, ReduceScatter:
 		if total%size != 0 {
@@ -114,23 +117,56 @@ func NewCase(op Op, dt dtype.DType, total int, counts []int, rank, size, seed in
 	}
 	switch op {
 	case AllGather, AllGatherV:
-		k.send = comm.NewHost(dt, k.Counts[rank])
-		k.recv = comm.NewHost(dt, total)
+		k.hsend = comm.NewHost(dt, k.Counts[rank])
+		k.hrecv = comm.NewHost(dt, total)
 		off := offset(k.Counts, rank)
-		fill(k.send, func(i int) float32 { return Value(seed, rank, off+i) })
+		fill(k.hsend, func(i int) float32 { return Value(seed, rank, off+i) })
 	case ReduceScatter, ReduceScatterV:
-		k.send = comm.NewHost(dt, total)
-		k.recv = comm.NewHost(dt, k.Counts[rank])
-		fill(k.send, func(i int) float32 { return Value(seed, rank, i) })
+		k.hsend = comm.NewHost(dt, total)
+		k.hrecv = comm.NewHost(dt, k.Counts[rank])
+		fill(k.hsend, func(i int) float32 { return Value(seed, rank, i) })
 	case AllReduce:
-		k.send = comm.NewHost(dt, total)
-		k.recv = comm.NewHost(dt, total)
-		fill(k.send, func(i int) float32 { return Value(seed, rank, i) })
+		k.hsend = comm.NewHost(dt, total)
+		k.hrecv = comm.NewHost(dt, total)
+		fill(k.hsend, func(i int) float32 { return Value(seed, rank, i) })
 	case Broadcast:
-		k.recv = comm.NewHost(dt, total)
-		k.Reset()
+		k.hrecv = comm.NewHost(dt, total)
+	}
+	k.send, k.recv = k.hsend, k.hrecv
+	if mem != nil {
+		var err error
+		if op != Broadcast {
+			if k.send, err = mem.Alloc(dt, k.hsend.Len()); err != nil {
+				return nil, err
+			}
+			if err := mem.Upload(k.send, k.hsend); err != nil {
+				k.Free()
+				return nil, err
+			}
+		}
+		if k.recv, err = mem.Alloc(dt, k.hrecv.Len()); err != nil {
+			k.Free()
+			return nil, err
+		}
+	}
+	if err := k.Reset(); err != nil {
+		k.Free()
+		return nil, err
 	}
 	return k, nil
+}
+
+// Free releases device buffers (nothing for host cases).
+func (k *Case) Free() {
+	if k.mem == nil {
+		return
+	}
+	if k.send.OnDevice() {
+		k.mem.Free(k.send)
+	}
+	if k.recv.OnDevice() {
+		k.mem.Free(k.recv)
+	}
 }
 
 // UnevenCounts splits total over n ranks unevenly, the way DP ranks hold different token
@@ -176,17 +212,17 @@ func (k *Case) Run(ctx context.Context, c comm.Communicator) error {
 
 // Reset puts a sentinel in the output (and the root's data back into a broadcast buffer),
 // so that a collective that writes nothing is counted wrong.
-func (k *Case) Reset() {
-	if k.Op == Broadcast {
-		fill(k.recv, func(i int) float32 {
-			if k.rank == k.Root {
-				return Value(k.Seed, k.Root, i)
-			}
-			return 99
-		})
-		return
+func (k *Case) Reset() error {
+	fill(k.hrecv, func(i int) float32 {
+		if k.Op == Broadcast && k.rank == k.Root {
+			return Value(k.Seed, k.Root, i)
+		}
+		return 99
+	})
+	if k.mem != nil {
+		return k.mem.Upload(k.recv, k.hrecv)
 	}
-	fill(k.recv, func(int) float32 { return 99 })
+	return nil
 }
 
 // expectation returns the expected element i of this rank's output, for i asked in
@@ -220,29 +256,38 @@ func (k *Case) expectation() func(i int) float32 {
 }
 
 // Wrong counts the output elements that differ from the expected ones (exact comparison:
-// every value and partial sum is an exactly representable integer).
-func (k *Case) Wrong() int {
+// every value and partial sum is an exactly representable integer). On a device it waits
+// for the collective and reads the output back first.
+func (k *Case) Wrong(ctx context.Context) (int, error) {
+	if k.mem != nil {
+		if err := k.mem.Sync(ctx); err != nil {
+			return 0, err
+		}
+		if err := k.mem.Download(k.hrecv, k.recv); err != nil {
+			return 0, err
+		}
+	}
 	want := k.expectation()
 	wrong := 0
 	switch k.DType {
 	case dtype.Float32:
-		for i, v := range k.recv.Float32s() {
+		for i, v := range k.hrecv.Float32s() {
 			if v != want(i) {
 				wrong++
 			}
 		}
 	case dtype.BFloat16:
-		for i, v := range k.recv.BF16s() {
+		for i, v := range k.hrecv.BF16s() {
 			if v.Float32() != want(i) {
 				wrong++
 			}
 		}
 	}
-	return wrong
+	return wrong, nil
 }
 
-// Output is this rank's result buffer (tests print it on failure).
-func (k *Case) Output() comm.Buffer { return k.recv }
+// Output is this rank's result in host memory (after Wrong).
+func (k *Case) Output() comm.Buffer { return k.hrecv }
 
 func fill(b comm.Buffer, f func(i int) float32) {
 	switch b.DType() {

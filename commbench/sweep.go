@@ -100,10 +100,12 @@ func measure(ctx context.Context, c comm.Communicator, op Op, dt dtype.DType, si
 	if op == AllGather || op == ReduceScatter {
 		count -= count % n // equal blocks, as nccl-tests rounds
 	}
-	k, err := NewCase(op, dt, count, nil, c.Rank(), n, seed)
+	mem := comm.MemoryOf(c)
+	k, err := NewCase(op, dt, count, nil, c.Rank(), n, seed, mem)
 	if err != nil {
 		return Result{}, err
 	}
+	defer k.Free()
 	fail := func(err error) (Result, error) {
 		return Result{}, fmt.Errorf("%s %v %d bytes: %w", op, dt, size, err)
 	}
@@ -121,19 +123,30 @@ func measure(ctx context.Context, c comm.Communicator, op Op, dt dtype.DType, si
 			return fail(err)
 		}
 	}
+	if mem != nil {
+		if err := mem.Sync(ctx); err != nil { // GPU collectives return before they finish
+			return fail(err)
+		}
+	}
 	elapsed := time.Since(start).Seconds() / float64(opt.Iters)
 	var wrong float32 = -1
 	if opt.Check {
-		k.Reset()
+		if err := k.Reset(); err != nil {
+			return fail(err)
+		}
 		if err := k.Run(ctx, c); err != nil {
 			return fail(err)
 		}
-		wrong = float32(k.Wrong())
+		w, err := k.Wrong(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		wrong = float32(w)
 	}
 	// Every rank learns the slowest rank's time and the total of wrong elements.
 	mine := []float32{float32(elapsed), wrong}
 	all := make([]float32, 2*n)
-	if err := c.AllGather(ctx, comm.Float32s(mine), comm.Float32s(all)); err != nil {
+	if err := comm.AllGatherFloats(ctx, c, mine, all); err != nil {
 		return fail(err)
 	}
 	slowest, wrongs := 0.0, int64(0)

@@ -16,8 +16,10 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/comm/nccl"  // registers the "nccl" backend
 	_ "github.com/moerun/moerun/comm/tcp" // registers the "tcp" backend
 	"github.com/moerun/moerun/commbench"
+	"github.com/moerun/moerun/cuda"
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/rank"
 	"github.com/moerun/moerun/rendezvous"
@@ -129,9 +131,13 @@ func place(cmd *cli.Command) (Place, error) {
 
 // join joins the job at p with the backend and logging the flags ask for.
 func join(ctx context.Context, cmd *cli.Command, p Place) (*Job, error) {
-	backend, err := chooseBackend(cmd.String("backend"))
+	backend, ngpu, err := chooseBackend(cmd.String("backend"), cmd.Root().ErrWriter, p.Rank)
 	if err != nil {
 		return nil, err
+	}
+	p.Device = -1
+	if ngpu > 0 {
+		p.Device = p.LocalRank % ngpu
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cmd.String("log-level"))); err != nil {
@@ -145,17 +151,58 @@ func join(ctx context.Context, cmd *cli.Command, p Place) (*Job, error) {
 	return j, nil
 }
 
-// chooseBackend resolves --backend. Only the CPU backend exists so far, so auto is tcp.
-func chooseBackend(name string) (string, error) {
-	if name == "auto" {
-		return "tcp", nil
+// chooseBackend resolves --backend: auto takes NCCL when a GPU and the libraries are there
+// and says so on stderr, else the CPU backend with a one-line notice; nccl without them
+// fails with the missing library named. It returns the backend and, for nccl, the GPU
+// count.
+func chooseBackend(name string, stderr io.Writer, rank int) (string, int, error) {
+	switch name {
+	case "auto":
+		n, err := gpus()
+		if err != nil {
+			if rank == 0 {
+				fmt.Fprintf(stderr, "worker: no GPU backend (%v); using the CPU backend tcp\n", err)
+			}
+			return "tcp", 0, nil
+		}
+		if rank == 0 {
+			fmt.Fprintf(stderr, "worker: %d GPU(s) and NCCL found; using the nccl backend\n", n)
+		}
+		return "nccl", n, nil
+	case "nccl":
+		n, err := gpus()
+		if err != nil {
+			return "", 0, fmt.Errorf("--backend nccl: %w", err)
+		}
+		return "nccl", n, nil
 	}
 	for _, b := range comm.Backends() {
 		if b == name {
-			return name, nil
+			return name, 0, nil
 		}
 	}
-	return "", usagef("--backend %q: expected auto or one of %s", name, strings.Join(comm.Backends(), ", "))
+	return "", 0, usagef("--backend %q: expected auto or one of %s", name, strings.Join(comm.Backends(), ", "))
+}
+
+// gpus loads the CUDA driver and NCCL and counts the devices.
+func gpus() (int, error) {
+	drv, err := cuda.Load()
+	if err != nil {
+		return 0, err
+	}
+	n, err := drv.DeviceCount()
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, cuda.ErrNoDevice
+	}
+	lib, err := nccl.Load()
+	if err != nil {
+		return 0, err
+	}
+	_ = lib
+	return n, nil
 }
 
 func collectivesCommand() *cli.Command {
@@ -217,7 +264,7 @@ func runCollectives(ctx context.Context, cmd *cli.Command) error {
 		// Rank 0 of the world prints, and sweeps only the groups it belongs to; the
 		// other groups of the same kind run the same sweep at the same time.
 		header := fmt.Sprintf("moerun collectives: %v, backend %s, group %s (%d ranks), %d iterations after %d warm-up",
-			j.Place.Layout, "tcp", g, c.Size(), opt.Iters, opt.Warmup)
+			j.Place.Layout, j.Backend, g, c.Size(), opt.Iters, opt.Warmup)
 		var table *commbench.Table
 		if j.Place.Rank == 0 {
 			table = commbench.NewTable(out, header)
@@ -230,7 +277,7 @@ func runCollectives(ctx context.Context, cmd *cli.Command) error {
 		if err != nil {
 			return fmt.Errorf("rank %d: %s group: %w", j.Place.Rank, g, err)
 		}
-		reports = append(reports, commbench.Report{Backend: "tcp", Layout: j.Place.Layout.String(), Group: g, Ranks: c.Size(), Options: opt, Results: results})
+		reports = append(reports, commbench.Report{Backend: j.Backend, Layout: j.Place.Layout.String(), Group: g, Ranks: c.Size(), Options: opt, Results: results})
 	}
 	if j.Place.Rank == 0 {
 		var wrong int64

@@ -15,11 +15,12 @@ import (
 // Job is a worker's membership in a running job: the store, the world communicator and
 // one communicator per group of the rank grid.
 type Job struct {
-	Place  Place
-	Store  *rendezvous.Client
-	World  comm.Communicator
-	groups map[rank.GroupKind]comm.Communicator
-	server *rendezvous.Server // the store this process serves (rank 0 under mpirun/Slurm, or alone)
+	Place   Place
+	Backend string
+	Store   *rendezvous.Client
+	World   comm.Communicator
+	groups  map[rank.GroupKind]comm.Communicator
+	server  *rendezvous.Server // the store this process serves (rank 0 under mpirun/Slurm, or alone)
 }
 
 // Join connects to the job's store (serving it first when this rank must), opens the world
@@ -29,7 +30,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	j := &Job{Place: p, groups: map[rank.GroupKind]comm.Communicator{}}
+	j := &Job{Place: p, Backend: backend, groups: map[rank.GroupKind]comm.Communicator{}}
 	defer func() {
 		if err != nil {
 			j.Close()
@@ -46,7 +47,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 	defer cancel()
 	j.World, err = comm.Open(wctx, backend, comm.Config{
 		Rank: p.Rank, Size: p.World, Store: j.Store, Namespace: "moerun",
-		Host: host, Timeout: p.Timeout, Logger: logger,
+		Host: host, Timeout: p.Timeout, Logger: logger, Device: p.Device,
 	})
 	if err != nil {
 		return nil, err

@@ -31,6 +31,8 @@ type Place struct {
 	Timeout   time.Duration
 	// Source names who started the worker: "launch", "mpirun", "slurm", "pmi" or "alone".
 	Source string
+	// Device is the GPU of this rank (LOCAL_RANK modulo the visible GPUs), -1 for none.
+	Device int
 }
 
 // DefaultTimeout bounds a single wait for a peer when the environment does not say.

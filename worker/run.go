@@ -179,6 +179,17 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	seed := cmd.Uint64("seed")
+	// The layer's GPU ops come with the GPU path; until then it runs on the CPU ops, whose
+	// host tensors only the CPU backend moves.
+	switch cmd.String("backend") {
+	case "auto":
+		if err := cmd.Set("backend", "tcp"); err != nil {
+			return err
+		}
+	case "tcp":
+	default:
+		return usagef("--backend %s: the MoE layer runs on the CPU ops and the tcp backend for now (GPU ops are not built yet)", cmd.String("backend"))
+	}
 	j, err := join(ctx, cmd, p)
 	if err != nil {
 		return err
@@ -396,7 +407,7 @@ func (l *layerRun) gather(ctx context.Context, res runResult) (runResult, error)
 	}
 	mine[2*k] = float32(res.MaxAbsErr)
 	all := make([]float32, len(mine)*w.Size())
-	if err := w.AllGather(ctx, comm.Float32s(mine), comm.Float32s(all)); err != nil {
+	if err := comm.AllGatherFloats(ctx, w, mine, all); err != nil {
 		return res, fmt.Errorf("rank %d: gather timings: %w", w.Rank(), err)
 	}
 	per := make([]float64, k)

@@ -1,0 +1,76 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeLib compiles C source into a shared library with gcc (skipping without gcc).
+func fakeLib(t *testing.T, name, src string) string {
+	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("gcc is needed to build a fake driver")
+	}
+	dir := t.TempDir()
+	c := filepath.Join(dir, name+".c")
+	so := filepath.Join(dir, name+".so")
+	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", so, c).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	return so
+}
+
+// A driver whose every function returns CUDA_ERROR_NO_DEVICE, and names it.
+func fakeDriver(missing string) string {
+	var b strings.Builder
+	b.WriteString("#include <stddef.h>\n")
+	for _, s := range driverSymbols {
+		if s == missing {
+			continue
+		}
+		if s == "cuGetErrorName" {
+			b.WriteString("int cuGetErrorName(int r, const char **s) { *s = r == 100 ? \"CUDA_ERROR_NO_DEVICE\" : \"OTHER\"; return 0; }\n")
+			continue
+		}
+		fmt.Fprintf(&b, "int %s() { return 100; }\n", s)
+	}
+	return b.String()
+}
+
+func TestLoadFailures(t *testing.T) {
+	d := &Driver{}
+	err := d.load([]string{"/nonexistent/libcuda.so.1"})
+	if err == nil || !strings.Contains(err.Error(), "the CUDA driver (libcuda.so.1) not found (tried /nonexistent/libcuda.so.1)") {
+		t.Errorf("missing library: %v", err)
+	}
+
+	missing := fakeLib(t, "libcuda-missing", fakeDriver("cuLaunchKernel"))
+	err = (&Driver{}).load([]string{missing})
+	if err == nil || !strings.Contains(err.Error(), `symbol "cuLaunchKernel" not found`) {
+		t.Errorf("missing symbol: %v", err)
+	}
+
+	nodev := fakeLib(t, "libcuda-nodev", fakeDriver(""))
+	err = (&Driver{}).load([]string{nodev})
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Op != "cuInit" || ce.Name != "CUDA_ERROR_NO_DEVICE" || !errors.Is(err, Result(100)) {
+		t.Errorf("cuInit failing: %v", err)
+	}
+	if err.Error() != "cuda: cuInit: CUDA_ERROR_NO_DEVICE" {
+		t.Errorf("message %q", err.Error())
+	}
+}
+
+func TestResultNames(t *testing.T) {
+	if Result(2).Error() != "CUDA_ERROR_OUT_OF_MEMORY" || Result(12345).Error() != "CUDA error 12345" {
+		t.Error(Result(2).Error(), Result(12345).Error())
+	}
+}
