@@ -38,17 +38,20 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// numpyPython is a python3 that has numpy (the PATH one, or Debian's), or "".
-var numpyPython = func() string {
+// findNumpyPython is a python3 that has numpy (the PATH one, or Debian's), or "". It runs
+// in the test process only: the same binary also serves as launch and worker, which must
+// start fast.
+func findNumpyPython() string {
 	for _, py := range []string{"python3", "/usr/bin/python3"} {
 		if exec.Command(py, "-c", "import numpy").Run() == nil {
 			return py
 		}
 	}
 	return ""
-}()
+}
 
 func TestScripts(t *testing.T) {
+	numpyPython := findNumpyPython()
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
