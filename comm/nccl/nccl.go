@@ -223,6 +223,9 @@ func (c *Comm) settle(ctx context.Context, op string, r C.ncclResult_t) error {
 	if r != ncclSuccess && r != ncclInProgress {
 		return c.fail(op, r)
 	}
+	if r == ncclSuccess && c.comm != nil {
+		return nil // enqueued; NCCL asks for polling only after ncclInProgress
+	}
 	return c.poll(ctx, op, func() (bool, error) {
 		var state C.ncclResult_t
 		if q := C.moe_ncclCommGetAsyncError(c.comm, &state); q != ncclSuccess {
@@ -239,9 +242,9 @@ func (c *Comm) settle(ctx context.Context, op string, r C.ncclResult_t) error {
 }
 
 // poll calls check until it reports done or fails, or ctx ends (then the communicator is
-// aborted). It spins, yielding the processor, for the first few milliseconds: enqueueing
-// and small collectives finish in microseconds, and a sleep on these VMs lasts a
-// millisecond or more. Longer waits sleep between checks.
+// aborted). It spins for the first ~200 µs: enqueueing and small collectives finish in
+// microseconds, and yielding a locked thread or sleeping costs more than that (a sleep on
+// the GPU VMs lasts a millisecond or more). Longer waits yield, then sleep, between checks.
 func (c *Comm) poll(ctx context.Context, op string, check func() (bool, error)) error {
 	start := time.Now()
 	for i := 0; ; i++ {
@@ -252,16 +255,19 @@ func (c *Comm) poll(ctx context.Context, op string, check func() (bool, error)) 
 		if err != nil || done {
 			return err
 		}
-		if i%256 == 255 {
-			if err := ctx.Err(); err != nil {
-				c.abort()
-				return fmt.Errorf("nccl: %s did not finish: %w (communicator aborted)", op, err)
-			}
+		if i%256 != 255 {
+			continue
 		}
-		if i > 4096 && time.Since(start) > 5*time.Millisecond {
-			time.Sleep(50 * time.Microsecond)
-		} else {
+		if err := ctx.Err(); err != nil {
+			c.abort()
+			return fmt.Errorf("nccl: %s did not finish: %w (communicator aborted)", op, err)
+		}
+		switch waited := time.Since(start); {
+		case waited < 200*time.Microsecond:
+		case waited < 5*time.Millisecond:
 			runtime.Gosched()
+		default:
+			time.Sleep(50 * time.Microsecond)
 		}
 	}
 }
