@@ -106,8 +106,11 @@ func (j *Job) Close() error {
 		errs = append(errs, j.World.Barrier(ctx))
 		cancel()
 	}
-	for _, g := range j.groups {
-		if g != nil {
+	// Every rank closes in the same order (the reverse of creation): closing a GPU
+	// communicator waits for its peers, and two ranks closing different ones would wait
+	// for each other.
+	for i := len(rank.AllGroupKinds) - 1; i >= 0; i-- {
+		if g := j.groups[rank.AllGroupKinds[i]]; g != nil {
 			errs = append(errs, g.Close())
 		}
 	}

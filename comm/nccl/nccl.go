@@ -149,7 +149,9 @@ type Comm struct {
 	comm       C.ncclComm_t
 	dev        *device
 	cfg        comm.Config
-	splits     int
+	// base is the non-blocking world this blocking communicator was split from (closed
+	// with it); nil for split sub-groups.
+	base *Comm
 
 	mu     sync.Mutex
 	broken error
@@ -163,6 +165,11 @@ var _ comm.Communicator = (*Comm)(nil)
 // thread for good: CUDA's current context and NCCL's group state live there.
 func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
 	runtime.LockOSThread()
+	// Connect every peer during (abortable) initialisation rather than lazily inside the
+	// first collective, where a blocking call could wait on a dead peer.
+	if os.Getenv("NCCL_RUNTIME_CONNECT") == "" {
+		os.Setenv("NCCL_RUNTIME_CONNECT", "0")
+	}
 	lib, err := Load()
 	if err != nil {
 		return nil, err
@@ -193,17 +200,29 @@ func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
 		}
 		copy(idBytes, v)
 	}
-	c := &Comm{rank: cfg.Rank, size: cfg.Size, dev: dev, cfg: cfg}
+	// The world is created non-blocking, so that a rank that never arrives ends in an
+	// abort at the deadline, not in a hang inside NCCL.
+	base := &Comm{rank: cfg.Rank, size: cfg.Size, dev: dev, cfg: cfg}
 	var conf C.moe_ncclConfig
 	C.moe_nccl_config_init(&conf, 0)
-	r := C.moe_ncclCommInitRankConfig(&c.comm, C.int(cfg.Size), &id, C.int(cfg.Rank), &conf)
-	if err := c.settle(ctx, "ncclCommInitRankConfig", r); err != nil {
+	r := C.moe_ncclCommInitRankConfig(&base.comm, C.int(cfg.Size), &id, C.int(cfg.Rank), &conf)
+	if err := base.settle(ctx, "ncclCommInitRankConfig", r); err != nil {
 		return nil, err
 	}
+	// Collectives go through a blocking copy of it: in non-blocking mode NCCL hands every
+	// launch to a helper thread, which costs ~50 µs per collective (measured on 2 × H200:
+	// 60-70 µs for an 8 KiB all-gather against 9 µs blocking). Blocking calls only enqueue:
+	// waits for peers happen in Sync, which polls with a deadline and aborts.
+	hot, err := base.split(ctx, 0, cfg.Rank, 1)
+	if err != nil {
+		base.abort()
+		return nil, err
+	}
+	hot.base = base
 	if cfg.Logger != nil {
 		cfg.Logger.Debug("nccl: communicator ready", "rank", cfg.Rank, "size", cfg.Size, "library", lib.Path(), "version", lib.VersionString())
 	}
-	return c, nil
+	return hot, nil
 }
 
 func init() { comm.Register("nccl", Open) }
@@ -222,9 +241,6 @@ func bound(ctx context.Context, timeout time.Duration) (context.Context, context
 func (c *Comm) settle(ctx context.Context, op string, r C.ncclResult_t) error {
 	if r != ncclSuccess && r != ncclInProgress {
 		return c.fail(op, r)
-	}
-	if r == ncclSuccess && c.comm != nil {
-		return nil // enqueued; NCCL asks for polling only after ncclInProgress
 	}
 	return c.poll(ctx, op, func() (bool, error) {
 		var state C.ncclResult_t
@@ -270,6 +286,16 @@ func (c *Comm) poll(ctx context.Context, op string, check func() (bool, error)) 
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// enqueued is settle for a collective: one that returned ncclSuccess is enqueued and needs
+// no polling (NCCL asks for it after ncclInProgress only), which keeps small collectives at
+// NCCL's own launch cost. Communicator management (init, split, finalize) always settles.
+func (c *Comm) enqueued(ctx context.Context, op string, r C.ncclResult_t) error {
+	if r == ncclSuccess {
+		return nil
+	}
+	return c.settle(ctx, op, r)
 }
 
 func (c *Comm) fail(op string, r C.ncclResult_t) error {
@@ -337,7 +363,7 @@ func (c *Comm) AllGather(ctx context.Context, send, recv comm.Buffer) error {
 		return err
 	}
 	r := C.moe_ncclAllGather(ptr(send), ptr(recv), C.size_t(send.Len()), ncclType(send.DType()), c.comm, c.stream())
-	return c.settle(ctx, "ncclAllGather", r)
+	return c.enqueued(ctx, "ncclAllGather", r)
 }
 
 // AllGatherV is a group of broadcasts, one per rank with a non-empty block, each into
@@ -366,7 +392,7 @@ func (c *Comm) ReduceScatter(ctx context.Context, send, recv comm.Buffer) error 
 		return err
 	}
 	r := C.moe_ncclReduceScatter(ptr(send), ptr(recv), C.size_t(recv.Len()), ncclType(send.DType()), ncclSum, c.comm, c.stream())
-	return c.settle(ctx, "ncclReduceScatter", r)
+	return c.enqueued(ctx, "ncclReduceScatter", r)
 }
 
 // ReduceScatterV is a group of reduces, one per rank with a non-empty block, each summing
@@ -400,7 +426,7 @@ func (c *Comm) group(ctx context.Context, op string, calls func() C.ncclResult_t
 	if r != ncclSuccess && r != ncclInProgress {
 		return c.fail(op, r)
 	}
-	return c.settle(ctx, op+" (ncclGroupEnd)", end)
+	return c.enqueued(ctx, op+" (ncclGroupEnd)", end)
 }
 
 func (c *Comm) AllReduce(ctx context.Context, send, recv comm.Buffer) error {
@@ -408,7 +434,7 @@ func (c *Comm) AllReduce(ctx context.Context, send, recv comm.Buffer) error {
 		return err
 	}
 	r := C.moe_ncclAllReduce(ptr(send), ptr(recv), C.size_t(send.Len()), ncclType(send.DType()), ncclSum, c.comm, c.stream())
-	return c.settle(ctx, "ncclAllReduce", r)
+	return c.enqueued(ctx, "ncclAllReduce", r)
 }
 
 func (c *Comm) Broadcast(ctx context.Context, buf comm.Buffer, root int) error {
@@ -416,7 +442,7 @@ func (c *Comm) Broadcast(ctx context.Context, buf comm.Buffer, root int) error {
 		return err
 	}
 	r := C.moe_ncclBroadcast(ptr(buf), ptr(buf), C.size_t(buf.Len()), ncclType(buf.DType()), C.int(root), c.comm, c.stream())
-	return c.settle(ctx, "ncclBroadcast", r)
+	return c.enqueued(ctx, "ncclBroadcast", r)
 }
 
 // Barrier all-reduces one float and waits for it.
@@ -426,31 +452,49 @@ func (c *Comm) Barrier(ctx context.Context) error {
 	}
 	one := c.dev.scratch
 	r := C.moe_ncclAllReduce(ptr(one), ptr(one), 1, ncclFloat32, ncclSum, c.comm, c.stream())
-	if err := c.settle(ctx, "barrier (ncclAllReduce)", r); err != nil {
+	if err := c.enqueued(ctx, "barrier (ncclAllReduce)", r); err != nil {
 		return err
 	}
 	return c.Sync(ctx)
 }
 
-// Split is ncclCommSplit; the sub-communicator shares the device and its stream.
+// Split is ncclCommSplit; the sub-communicator shares the device and its stream, and is
+// blocking like its parent.
 func (c *Comm) Split(ctx context.Context, color, key int) (comm.Communicator, error) {
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := bound(ctx, c.cfg.Timeout)
 	defer cancel()
+	s, err := c.split(ctx, color, key, 1)
+	if err != nil || s == nil {
+		return nil, err // a nil *Comm must not become a non-nil interface
+	}
+	return s, nil
+}
+
+// split makes a sub-communicator with the given blocking mode. A blocking split cannot be
+// abandoned by polling, so a watchdog aborts the parent from another thread (NCCL's way
+// to unblock a stuck call) if ctx ends first.
+func (c *Comm) split(ctx context.Context, color, key, blocking int) (*Comm, error) {
 	if color < 0 {
 		color = -1 // NCCL_SPLIT_NOCOLOR
 	}
+	var conf C.moe_ncclConfig
+	C.moe_nccl_config_init(&conf, C.int(blocking))
 	var sub C.ncclComm_t
-	r := C.moe_ncclCommSplit(c.comm, C.int(color), C.int(key), &sub, nil)
+	stop := context.AfterFunc(ctx, func() { C.moe_ncclCommAbort(c.comm) })
+	r := C.moe_ncclCommSplit(c.comm, C.int(color), C.int(key), &sub, &conf)
+	if !stop() {
+		c.comm = nil // the watchdog aborted it
+		return nil, fmt.Errorf("nccl: ncclCommSplit did not finish: %w (communicator aborted)", ctx.Err())
+	}
 	if err := c.settle(ctx, "ncclCommSplit", r); err != nil {
 		return nil, err
 	}
 	if sub == nil {
 		return nil, nil
 	}
-	// The new communicator is non-blocking too (it inherits the config): wait until ready.
 	s := &Comm{comm: sub, dev: c.dev, cfg: c.cfg}
 	if err := s.settle(ctx, "ncclCommSplit (new communicator)", ncclInProgress); err != nil {
 		return nil, err
@@ -490,8 +534,17 @@ func (c *Comm) Sync(ctx context.Context) error {
 	})
 }
 
-// Close finalizes and destroys the communicator (aborts it if it is broken).
+// Close finalizes and destroys the communicator (aborts it if it is broken), and the
+// non-blocking world it came from.
 func (c *Comm) Close() error {
+	err := c.close()
+	if c.base != nil {
+		err = errors.Join(err, c.base.close())
+	}
+	return err
+}
+
+func (c *Comm) close() error {
 	if c.comm == nil {
 		return nil
 	}
@@ -504,10 +557,19 @@ func (c *Comm) Close() error {
 	}
 	ctx, cancel := bound(context.Background(), c.cfg.Timeout)
 	defer cancel()
-	if err := c.settle(ctx, "ncclCommFinalize", C.moe_ncclCommFinalize(c.comm)); err != nil {
+	// Finalizing waits for the peers; on a blocking communicator only another thread can
+	// end that wait, so a watchdog aborts it at the deadline.
+	handle := c.comm
+	stop := context.AfterFunc(ctx, func() { C.moe_ncclCommAbort(handle) })
+	r := C.moe_ncclCommFinalize(c.comm)
+	if !stop() {
+		c.comm = nil
+		return fmt.Errorf("nccl: ncclCommFinalize did not finish: %w (communicator aborted)", ctx.Err())
+	}
+	if err := c.settle(ctx, "ncclCommFinalize", r); err != nil {
 		return err
 	}
-	r := C.moe_ncclCommDestroy(c.comm)
+	r = C.moe_ncclCommDestroy(c.comm)
 	c.comm = nil
 	if r != ncclSuccess {
 		return &Error{Op: "ncclCommDestroy", Code: Result(r), Detail: errorString(r)}
