@@ -2,7 +2,6 @@ package commbench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -212,11 +211,4 @@ type Report struct {
 	Ranks   int      `json:"ranks"`
 	Options any      `json:"options"`
 	Results []Result `json:"results"`
-}
-
-// WriteJSON writes reports as indented JSON.
-func WriteJSON(w io.Writer, reports []Report) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(reports)
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/moe/router"
-	"github.com/moerun/moerun/rank"
 )
 
 // Reference is the unsharded layer computed plainly in float64 on one process: the oracle
@@ -35,25 +34,14 @@ const referenceBudget = 2 << 30
 
 // NewReference prepares the reference of cfg with the weights of seed.
 func NewReference(cfg Config, seed uint64) (*Reference, error) {
-	one, err := rank.NewLayout(1, 1, 1, 1, 1, false)
-	if err != nil {
-		return nil, err
-	}
-	full, err := NewShard(cfg, one, 0)
+	full, err := unsharded(cfg)
 	if err != nil {
 		return nil, err
 	}
 	ref := &Reference{cfg: cfg, seed: seed, full: full, hpad: cfg.PaddedHidden(), cache: map[int][2][]float64{}}
 	ref.dt, _ = cfg.ElementType()
 	ref.act, _ = cfg.ActivationKind()
-	var bias []float32
-	if cfg.ScoreBias {
-		bias = make([]float32, cfg.Experts)
-		for e := range bias {
-			bias[e] = BiasValue(seed, e)
-		}
-	}
-	if ref.rc, err = cfg.RouterConfig(bias); err != nil {
+	if ref.rc, err = cfg.RouterConfig(Bias(cfg, seed)); err != nil {
 		return nil, err
 	}
 	if cfg.SharedIntermediate > 0 {

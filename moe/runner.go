@@ -59,15 +59,8 @@ func NewRunner(shard Shard, ops Ops, g Groups, seed uint64) (*Runner, error) {
 	r := &Runner{shard: shard, cfg: cfg, ops: ops, groups: g, hpad: cfg.PaddedHidden(), scratch: map[string]Tensor{}}
 	r.dt, _ = cfg.ElementType()
 	r.act, _ = cfg.ActivationKind()
-	var bias []float32
-	if cfg.ScoreBias {
-		bias = make([]float32, cfg.Experts)
-		for e := range bias {
-			bias[e] = BiasValue(seed, e)
-		}
-	}
 	var err error
-	if r.rc, err = cfg.RouterConfig(bias); err != nil {
+	if r.rc, err = cfg.RouterConfig(Bias(cfg, seed)); err != nil {
 		return nil, err
 	}
 	switch shard.Dispatch {

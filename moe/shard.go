@@ -167,6 +167,28 @@ func RouterGen(seed uint64, hidden int) *Gen {
 // BiasValue is element e of the score-correction bias (float32, as in DeepSeek).
 func BiasValue(seed uint64, e int) float32 { return Uniform(seed, TensorBias, 0, 0, e) * 0.1 }
 
+// Bias is the layer's generated score-correction bias, or nil when it has none.
+func Bias(cfg Config, seed uint64) []float32 {
+	if !cfg.ScoreBias {
+		return nil
+	}
+	b := make([]float32, cfg.Experts)
+	for e := range b {
+		b[e] = BiasValue(seed, e)
+	}
+	return b
+}
+
+// unsharded is the layer held whole by one rank: every expert and the whole intermediate
+// size (the reference's and the state dict's view).
+func unsharded(cfg Config) (Shard, error) {
+	one, err := rank.NewLayout(1, 1, 1, 1, 1, false)
+	if err != nil {
+		return Shard{}, err
+	}
+	return NewShard(cfg, one, 0)
+}
+
 // w13Gen fills this rank's W13: per local expert 2·I rows, gate then up, of the slice
 // [IOffset, IOffset+ISlice), with zero columns past the unpadded width.
 func (s Shard) w13Gen(seed uint64) *Gen {

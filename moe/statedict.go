@@ -1,10 +1,6 @@
 package moe
 
-import (
-	"fmt"
-
-	"github.com/moerun/moerun/rank"
-)
+import "fmt"
 
 // Param is one parameter of the unsharded layer under the name and shape that the
 // matching transformers block's state_dict() uses, with a way to generate its values
@@ -32,11 +28,7 @@ func (p Param) Elements() int {
 // shared_experts.*). Parts that block lacks keep DeepSeek's names (shared_experts.*) or
 // ours (latent_in_proj, latent_out_proj). Weights are unpadded.
 func StateDict(cfg Config, seed uint64) ([]Param, error) {
-	one, err := rank.NewLayout(1, 1, 1, 1, 1, false)
-	if err != nil {
-		return nil, err
-	}
-	full, err := NewShard(cfg, one, 0)
+	full, err := unsharded(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -55,9 +47,7 @@ func StateDict(cfg Config, seed uint64) ([]Param, error) {
 	ps = append(ps, Param{Name: "gate.weight", Shape: []int{cfg.Experts, h}, Fill: block(RouterGen(seed, h), 0, cfg.Experts, h)})
 	if cfg.ScoreBias {
 		ps = append(ps, Param{Name: "gate.e_score_correction_bias", Shape: []int{cfg.Experts}, Float32: true, Fill: func(dst []float32) {
-			for e := range dst {
-				dst[e] = BiasValue(seed, e)
-			}
+			copy(dst, Bias(cfg, seed))
 		}})
 	}
 	names := [3]string{"gate_proj", "up_proj", "down_proj"}
