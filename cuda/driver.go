@@ -333,3 +333,75 @@ func (e *Event) Destroy() error { return e.d.check("cuEventDestroy_v2", C.moe_cu
 
 // ErrNoDevice is returned by callers that find no usable device.
 var ErrNoDevice = errors.New("cuda: no GPU device")
+
+// Module is device code loaded into the context (a cubin from NVRTC).
+type Module struct {
+	d *Driver
+	m C.CUmodule
+}
+
+// LoadModule loads a cubin into the current context.
+func (g *Device) LoadModule(cubin []byte) (*Module, error) {
+	if len(cubin) == 0 {
+		return nil, errors.New("cuda: empty module image")
+	}
+	m := &Module{d: g.d}
+	return m, g.d.check("cuModuleLoadData", C.moe_cuModuleLoadData(&m.m, unsafe.Pointer(&cubin[0])))
+}
+
+// Unload releases the module.
+func (m *Module) Unload() error { return m.d.check("cuModuleUnload", C.moe_cuModuleUnload(m.m)) }
+
+// Function is a kernel of a module.
+type Function struct {
+	d    *Driver
+	f    C.CUfunction
+	Name string
+}
+
+// Function looks a kernel up by its (extern "C") name.
+func (m *Module) Function(name string) (*Function, error) {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	f := &Function{d: m.d, Name: name}
+	return f, m.d.check("cuModuleGetFunction("+name+")", C.moe_cuModuleGetFunction(&f.f, m.m, cs))
+}
+
+// Launch enqueues the kernel on s. Arguments are passed by value in their order: uintptr
+// (device pointers), int32, uint32, int64, uint64 and float32; int is passed as int32.
+func (f *Function) Launch(s *Stream, grid, block [3]uint32, shmem uint32, args ...any) error {
+	n := len(args)
+	mem := C.malloc(C.size_t(max(n, 1) * 16))
+	defer C.free(mem)
+	vals := unsafe.Slice((*uint64)(mem), 2*max(n, 1))
+	ptrs := unsafe.Slice((*unsafe.Pointer)(unsafe.Add(mem, n*8)), max(n, 1))
+	for i, a := range args {
+		slot := unsafe.Add(mem, i*8)
+		vals[i] = 0
+		switch v := a.(type) {
+		case uintptr:
+			*(*uint64)(slot) = uint64(v)
+		case uint64:
+			*(*uint64)(slot) = v
+		case int64:
+			*(*int64)(slot) = v
+		case int32:
+			*(*int32)(slot) = v
+		case int:
+			*(*int32)(slot) = int32(v)
+		case uint32:
+			*(*uint32)(slot) = v
+		case float32:
+			*(*float32)(slot) = v
+		default:
+			return fmt.Errorf("cuda: launch %s: argument %d has unsupported type %T", f.Name, i, a)
+		}
+		ptrs[i] = slot
+	}
+	var params *unsafe.Pointer
+	if n > 0 {
+		params = &ptrs[0]
+	}
+	return f.d.check("cuLaunchKernel("+f.Name+")", C.moe_cuLaunchKernel(f.f, C.uint(grid[0]), C.uint(grid[1]), C.uint(grid[2]),
+		C.uint(block[0]), C.uint(block[1]), C.uint(block[2]), C.uint(shmem), s.s, params, nil))
+}

@@ -2,8 +2,14 @@ package cuda
 
 import (
 	"bytes"
+	"math"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/moerun/moerun/dtype"
 )
 
 // gpu loads the real driver and device 0, or skips: these tests run on the GPU host from
@@ -87,5 +93,153 @@ func TestDeviceMemoryRoundTrip(t *testing.T) {
 	}
 	if done, err := s.Done(); !done || err != nil {
 		t.Errorf("stream done %v, %v", done, err)
+	}
+}
+
+const saxpySrc = `
+extern "C" __global__ void saxpy(float a, const float *x, float *y, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a * x[i] + y[i];
+}`
+
+func f32bytes(v []float32) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v)) }
+
+// NVRTC compiles for the device's own architecture, the module loads, the kernel runs;
+// the second compile comes from the cache.
+func TestNVRTCKernel(t *testing.T) {
+	g := gpu(t)
+	nv, err := LoadNVRTC()
+	if err != nil {
+		t.Fatalf("NVRTC: %v", err)
+	}
+	cc, _ := g.ComputeCapability()
+	start := time.Now()
+	cubin, err := nv.Compile("saxpy.cu", saxpySrc, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := time.Since(start)
+	start = time.Now()
+	again, err := nv.Compile("saxpy.cu", saxpySrc, cc)
+	if err != nil || len(again) != len(cubin) {
+		t.Fatalf("cached compile: %v", err)
+	}
+	t.Logf("NVRTC %d.%d from %s: sm_%d cubin of %d bytes in %v, cached %v", nv.Major, nv.Minor, nv.Path(), cc, len(cubin), first, time.Since(start))
+	if _, err := nv.Compile("bad.cu", "this is not CUDA", cc); err == nil || !strings.Contains(err.Error(), "nvrtcCompileProgram of bad.cu") {
+		t.Errorf("bad source: %v", err)
+	}
+	m, err := g.LoadModule(cubin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unload()
+	f, err := m.Function("saxpy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := g.NewStream()
+	defer s.Destroy()
+	const n = 1000
+	x, y := make([]float32, n), make([]float32, n)
+	for i := range x {
+		x[i], y[i] = float32(i), 1
+	}
+	dx, _ := g.Alloc(4 * n)
+	dy, _ := g.Alloc(4 * n)
+	defer g.Free(dx)
+	defer g.Free(dy)
+	s.CopyHtoD(dx, f32bytes(x))
+	s.CopyHtoD(dy, f32bytes(y))
+	if err := f.Launch(s, [3]uint32{(n + 255) / 256, 1, 1}, [3]uint32{256, 1, 1}, 0, float32(2), dx, dy, n); err != nil {
+		t.Fatal(err)
+	}
+	s.CopyDtoH(f32bytes(y), dy)
+	if err := s.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range y {
+		if v != 2*float32(i)+1 {
+			t.Fatalf("y[%d] = %v, want %v", i, v, 2*float32(i)+1)
+		}
+	}
+}
+
+// cuBLAS: the row-major c = a·wᵀ of MatmulNT in float32 and bf16, and the batched form
+// with device pointer arrays, against float64 loops.
+func TestBlasMatmulNT(t *testing.T) {
+	g := gpu(t)
+	s, _ := g.NewStream()
+	defer s.Destroy()
+	b, err := NewBlas(s)
+	if err != nil {
+		t.Fatalf("cuBLAS: %v", err)
+	}
+	defer b.Destroy()
+	t.Logf("cuBLAS %d from %s", b.Version, b.Path)
+	const n, m, k = 37, 53, 64
+	a, w := make([]float32, n*k), make([]float32, m*k)
+	for i := range a {
+		a[i] = dtype.FromFloat32(float32(i%13-6) / 8).Float32()
+	}
+	for i := range w {
+		w[i] = dtype.FromFloat32(float32(i%7-3) / 4).Float32()
+	}
+	want := make([]float64, n*m)
+	for r := 0; r < n; r++ {
+		for c := 0; c < m; c++ {
+			for q := 0; q < k; q++ {
+				want[r*m+c] += float64(a[r*k+q]) * float64(w[c*k+q])
+			}
+		}
+	}
+	da, _ := g.Alloc(4 * n * k)
+	dw, _ := g.Alloc(4 * m * k)
+	dc, _ := g.Alloc(4 * n * m)
+	defer g.Free(da)
+	defer g.Free(dw)
+	defer g.Free(dc)
+	s.CopyHtoD(da, f32bytes(a))
+	s.CopyHtoD(dw, f32bytes(w))
+	if err := b.MatmulNT(n, m, k, 1, da, dtype.Float32, dw, dtype.Float32, 0, dc, dtype.Float32); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, n*m)
+	s.CopyDtoH(f32bytes(got), dc)
+	if err := s.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if math.Abs(float64(got[i])-want[i]) > 1e-3 {
+			t.Fatalf("float32 c[%d] = %v, want %v", i, got[i], want[i])
+		}
+	}
+	// bf16 inputs (exact here), bf16 output: within a bf16 rounding.
+	ab, wb := make([]uint16, n*k), make([]uint16, m*k)
+	for i, v := range a {
+		ab[i] = uint16(dtype.FromFloat32(v))
+	}
+	for i, v := range w {
+		wb[i] = uint16(dtype.FromFloat32(v))
+	}
+	s.CopyHtoD(da, unsafe.Slice((*byte)(unsafe.Pointer(&ab[0])), 2*len(ab)))
+	s.CopyHtoD(dw, unsafe.Slice((*byte)(unsafe.Pointer(&wb[0])), 2*len(wb)))
+	// Batched: two identical problems through device pointer arrays.
+	ptrs := []uint64{uint64(da), uint64(da), uint64(dw), uint64(dw), uint64(dc), uint64(dc) + 2*n*m}
+	dp, _ := g.Alloc(8 * len(ptrs))
+	defer g.Free(dp)
+	s.CopyHtoD(dp, unsafe.Slice((*byte)(unsafe.Pointer(&ptrs[0])), 8*len(ptrs)))
+	if err := b.BatchedMatmulNT(n, m, k, 1, dp, dtype.BFloat16, dp+16, dtype.BFloat16, 0, dp+32, dtype.BFloat16, 2); err != nil {
+		t.Fatal(err)
+	}
+	cb := make([]uint16, 2*n*m)
+	s.CopyDtoH(unsafe.Slice((*byte)(unsafe.Pointer(&cb[0])), 4*n*m), dc)
+	if err := s.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range cb {
+		w := want[i%(n*m)]
+		if got := float64(dtype.BF16(v).Float32()); math.Abs(got-w) > 1e-2*math.Max(1, math.Abs(w)) {
+			t.Fatalf("bf16 batched c[%d] = %v, want %v", i, got, w)
+		}
 	}
 }

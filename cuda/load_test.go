@@ -74,3 +74,21 @@ func TestResultNames(t *testing.T) {
 		t.Error(Result(2).Error(), Result(12345).Error())
 	}
 }
+
+// NVRTC and cuBLAS refuse libraries that lack a symbol, naming it.
+func TestToolkitLoadFailures(t *testing.T) {
+	so := fakeLib(t, "libnvrtc-fake", "int nvrtcVersion(int *a, int *b) { *a = 13; *b = 0; return 0; }\n")
+	if _, err := loadNVRTC([]string{so}); err == nil || !strings.Contains(err.Error(), `symbol "nvrtcCreateProgram" not found`) {
+		t.Errorf("fake NVRTC: %v", err)
+	}
+	if _, err := loadCublas([]string{so}); err == nil || !strings.Contains(err.Error(), `symbol "cublasCreate_v2" not found`) {
+		t.Errorf("fake cuBLAS: %v", err)
+	}
+	if _, err := loadNVRTC([]string{"/nonexistent/libnvrtc.so.13"}); err == nil || !strings.Contains(err.Error(), "NVRTC (libnvrtc.so.13) not found") {
+		t.Errorf("missing NVRTC: %v", err)
+	}
+	e := &BlasError{Op: "cublasGemmEx", Status: 7}
+	if e.Error() != "cublas: cublasGemmEx: CUBLAS_STATUS_INVALID_VALUE" {
+		t.Error(e.Error())
+	}
+}
