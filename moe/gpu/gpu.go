@@ -1,0 +1,289 @@
+// Package gpu is the GPU device of moe: tensors in device memory, kernels compiled by NVRTC
+// at first use (kernels.cu), GEMMs through cuBLAS, all work on one stream. So far it has
+// the memory operations, the generator, the element-wise kernels and the GEMM-based
+// operations (Linear, Logits, MLP); routing and the grouped experts come next, and only
+// then does it satisfy moe.Ops and drive the runner.
+package gpu
+
+import (
+	_ "embed"
+	"fmt"
+	"unsafe"
+
+	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/cuda"
+	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/moe"
+)
+
+//go:embed kernels.cu
+var kernelSource string
+
+// Ops is one GPU with its stream, cuBLAS handle and kernels. Calls enqueue work and
+// return; Sync waits. Use it from the goroutine that made the device current.
+type Ops struct {
+	dev    *cuda.Device
+	stream *cuda.Stream
+	blas   *cuda.Blas
+	mod    *cuda.Module
+	fn     map[string]*cuda.Function
+	// scratch holds intermediate tensors by purpose, grown as needed and kept, so that a
+	// forward pass allocates nothing once the sizes have been seen.
+	scratch map[string]moe.Tensor
+}
+
+var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated"}
+
+// New compiles the kernels for dev's architecture (cached across runs) and binds cuBLAS to
+// stream, which every operation uses.
+func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
+	nv, err := cuda.LoadNVRTC()
+	if err != nil {
+		return nil, err
+	}
+	cc, err := dev.ComputeCapability()
+	if err != nil {
+		return nil, err
+	}
+	cubin, err := nv.Compile("moe_kernels.cu", kernelSource, cc)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := dev.LoadModule(cubin)
+	if err != nil {
+		return nil, err
+	}
+	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}}
+	for _, k := range kernels {
+		if o.fn[k], err = mod.Function(k); err != nil {
+			return nil, err
+		}
+	}
+	if o.blas, err = cuda.NewBlas(stream); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Name is "cuda:N".
+func (o *Ops) Name() string { return fmt.Sprintf("cuda:%d", o.dev.Ordinal) }
+
+// Sync waits for the stream.
+func (o *Ops) Sync() error { return o.stream.Synchronize() }
+
+// Alloc returns a zeroed rows×cols tensor in device memory.
+func (o *Ops) Alloc(dt dtype.DType, rows, cols int) (moe.Tensor, error) {
+	if !dt.Valid() || rows < 0 || cols < 0 {
+		return moe.Tensor{}, fmt.Errorf("gpu: alloc %d×%d %v", rows, cols, dt)
+	}
+	n := rows * cols * dt.Size()
+	p, err := o.dev.Alloc(n)
+	if err != nil {
+		return moe.Tensor{}, err
+	}
+	if err := o.stream.Memset(p, 0, n); err != nil {
+		o.dev.Free(p)
+		return moe.Tensor{}, err
+	}
+	return moe.Tensor{Buf: comm.DeviceBuffer(dt, p, rows*cols, o.dev.Ordinal), Rows: rows, Cols: cols}, nil
+}
+
+// Free releases a tensor's memory.
+func (o *Ops) Free(t moe.Tensor) {
+	if t.Buf.OnDevice() {
+		o.dev.Free(t.Buf.Ptr())
+	}
+}
+
+func kernelType(t dtype.DType) int {
+	if t == dtype.BFloat16 {
+		return 1
+	}
+	return 0
+}
+
+// launch1D runs a kernel over n elements, 256 threads a block.
+func (o *Ops) launch1D(name string, n int, args ...any) error {
+	if n == 0 {
+		return nil
+	}
+	blocks := uint32((n + 255) / 256)
+	return o.fn[name].Launch(o.stream, [3]uint32{blocks, 1, 1}, [3]uint32{256, 1, 1}, 0, args...)
+}
+
+// Fill sets every element from g (moe.Gen.At) on the device, rounded to t's dtype.
+func (o *Ops) Fill(t moe.Tensor, g *moe.Gen) error {
+	if t.DType() == dtype.Int32 {
+		return fmt.Errorf("gpu: fill of an int32 tensor")
+	}
+	var experts uintptr
+	if g.Experts != nil {
+		ids := make([]int32, len(g.Experts))
+		for i, e := range g.Experts {
+			ids[i] = int32(e)
+		}
+		p, err := o.dev.Alloc(4 * len(ids))
+		if err != nil {
+			return err
+		}
+		defer o.dev.Free(p) // cuMemFree waits for the kernel that reads it
+		if err := o.stream.CopyHtoD(p, unsafe.Slice((*byte)(unsafe.Pointer(&ids[0])), 4*len(ids))); err != nil {
+			return err
+		}
+		experts = p
+	}
+	return o.launch1D("moe_fill", t.Rows*t.Cols, t.Buf.Ptr(), kernelType(t.DType()), t.Rows, t.Cols, g.Seed,
+		uint32(g.A), uint32(g.B), g.BlockRows, g.SplitAt, experts, g.RowOffset, g.ColOffset, g.ValidRows, g.ValidCols, g.Scale)
+}
+
+// Upload copies host values into t, rounding to its dtype on the host.
+func (o *Ops) Upload(t moe.Tensor, host []float32) error {
+	if len(host) != t.Rows*t.Cols {
+		return fmt.Errorf("gpu: upload of %d values into %v", len(host), t)
+	}
+	h := comm.NewHost(t.DType(), len(host))
+	switch t.DType() {
+	case dtype.Float32:
+		copy(h.Float32s(), host)
+	case dtype.BFloat16:
+		for i, v := range host {
+			h.BF16s()[i] = dtype.FromFloat32(v)
+		}
+	case dtype.Int32:
+		for i, v := range host {
+			h.Int32s()[i] = int32(v)
+		}
+	}
+	if err := o.stream.CopyHtoD(t.Buf.Ptr(), h.Host()); err != nil {
+		return err
+	}
+	return o.stream.Synchronize() // h is pageable Go memory: keep it alive until copied
+}
+
+// Download copies t into host values (waiting for the stream).
+func (o *Ops) Download(t moe.Tensor, host []float32) error {
+	if len(host) != t.Rows*t.Cols {
+		return fmt.Errorf("gpu: download of %v into %d values", t, len(host))
+	}
+	h := comm.NewHost(t.DType(), len(host))
+	if err := o.stream.CopyDtoH(h.Host(), t.Buf.Ptr()); err != nil {
+		return err
+	}
+	if err := o.stream.Synchronize(); err != nil {
+		return err
+	}
+	switch t.DType() {
+	case dtype.Float32:
+		copy(host, h.Float32s())
+	case dtype.BFloat16:
+		for i, v := range h.BF16s() {
+			host[i] = v.Float32()
+		}
+	case dtype.Int32:
+		for i, v := range h.Int32s() {
+			host[i] = float32(v)
+		}
+	}
+	return nil
+}
+
+// Copy copies src into dst (same shape and dtype).
+func (o *Ops) Copy(dst, src moe.Tensor) error {
+	if dst.Rows != src.Rows || dst.Cols != src.Cols || dst.DType() != src.DType() {
+		return fmt.Errorf("gpu: copy of %v into %v", src, dst)
+	}
+	return o.stream.CopyDtoD(dst.Buf.Ptr(), src.Buf.Ptr(), dst.Buf.Bytes())
+}
+
+// Zero clears t.
+func (o *Ops) Zero(t moe.Tensor) error { return o.stream.Memset(t.Buf.Ptr(), 0, t.Buf.Bytes()) }
+
+// CopyCols copies the leading columns (§1.6 padding and truncation).
+func (o *Ops) CopyCols(dst, src moe.Tensor) error {
+	if dst.Rows != src.Rows || dst.DType() != src.DType() {
+		return fmt.Errorf("gpu: copy columns of %v into %v", src, dst)
+	}
+	esz := dst.DType().Size()
+	return o.launch1D("moe_copycols", dst.Rows*dst.Cols*esz, dst.Buf.Ptr(), src.Buf.Ptr(), dst.Rows, dst.Cols, src.Cols, esz)
+}
+
+// Linear sets out = x · wᵀ with float32 accumulation (cuBLAS).
+func (o *Ops) Linear(x, w, out moe.Tensor) error {
+	if x.Cols != w.Cols || out.Rows != x.Rows || out.Cols != w.Rows {
+		return fmt.Errorf("gpu: linear %v · (%v)ᵀ into %v", x, w, out)
+	}
+	return o.blas.MatmulNT(x.Rows, w.Rows, x.Cols, 1, x.Buf.Ptr(), x.DType(), w.Buf.Ptr(), w.DType(), 0, out.Buf.Ptr(), out.DType())
+}
+
+// Logits is Linear into a float32 output.
+func (o *Ops) Logits(x, w, out moe.Tensor) error {
+	if out.DType() != dtype.Float32 {
+		return fmt.Errorf("gpu: logits into %v: want float32", out)
+	}
+	return o.Linear(x, w, out)
+}
+
+// Axpby sets dst = a·dst + b·src.
+func (o *Ops) Axpby(a float32, dst moe.Tensor, b float32, src moe.Tensor) error {
+	if dst.Rows != src.Rows || dst.Cols != src.Cols || dst.DType() != src.DType() {
+		return fmt.Errorf("gpu: axpby of %v into %v", src, dst)
+	}
+	n := dst.Rows * dst.Cols
+	return o.launch1D("moe_axpby", n, dst.Buf.Ptr(), src.Buf.Ptr(), kernelType(dst.DType()), int64(n), a, b)
+}
+
+// MLP is the dense gated MLP: one GEMM into h [n, 2I], the gated activation, one GEMM
+// out; h and the activation are in the layer's dtype, as on the CPU.
+func (o *Ops) MLP(x moe.Tensor, w *moe.MLPWeights, act moe.Activation, out moe.Tensor) error {
+	if x.Cols != w.H || out.Rows != x.Rows || out.Cols != w.H || w.W13.Rows != 2*w.I || w.W2.Rows != w.H || w.W2.Cols != w.I {
+		return fmt.Errorf("gpu: mlp of %v with W13 %v and W2 %v into %v", x, w.W13, w.W2, out)
+	}
+	n := x.Rows
+	if n == 0 {
+		return nil
+	}
+	h, err := o.buffer("mlp.h", x.DType(), n, 2*w.I)
+	if err != nil {
+		return err
+	}
+	a, err := o.buffer("mlp.a", x.DType(), n, w.I)
+	if err != nil {
+		return err
+	}
+	if err := o.Linear(x, w.W13, h); err != nil {
+		return err
+	}
+	if err := o.launch1D("moe_gated", n*w.I, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(x.DType()), n, w.I, int(act)); err != nil {
+		return err
+	}
+	return o.Linear(a, w.W2, out)
+}
+
+// buffer is a scratch tensor of at least rows×cols elements, reused across calls.
+func (o *Ops) buffer(name string, dt dtype.DType, rows, cols int) (moe.Tensor, error) {
+	t, ok := o.scratch[name]
+	if !ok || t.DType() != dt || t.Buf.Len() < rows*cols {
+		if ok {
+			o.Free(t)
+		}
+		var err error
+		if t, err = o.Alloc(dt, rows, cols); err != nil {
+			return moe.Tensor{}, err
+		}
+		o.scratch[name] = t
+	}
+	return moe.Tensor{Buf: t.Buf.Slice(0, rows*cols), Rows: rows, Cols: cols}, nil
+}
+
+// Close frees the scratch tensors, the cuBLAS handle and the kernels.
+func (o *Ops) Close() error {
+	for _, t := range o.scratch {
+		o.Free(t)
+	}
+	o.scratch = map[string]moe.Tensor{}
+	err := o.blas.Destroy()
+	if uerr := o.mod.Unload(); err == nil {
+		err = uerr
+	}
+	return err
+}

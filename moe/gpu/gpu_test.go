@@ -1,0 +1,148 @@
+package gpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/moerun/moerun/cuda"
+	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/moe"
+	"github.com/moerun/moerun/moe/cpu"
+)
+
+// Each GPU op against the CPU device on the same inputs. These run on the GPU host from a
+// test binary built here, and skip elsewhere.
+func device(t *testing.T) *Ops {
+	t.Helper()
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
+	drv, err := cuda.Load()
+	if err != nil {
+		t.Skipf("no CUDA driver here: %v", err)
+	}
+	if n, err := drv.DeviceCount(); err != nil || n == 0 {
+		t.Skipf("no GPU here (%d, %v)", n, err)
+	}
+	dev, err := drv.Device(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.MakeCurrent(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := dev.NewStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(dev, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close(); s.Destroy() })
+	return o
+}
+
+type pair struct {
+	g, c moe.Tensor
+}
+
+func both(t *testing.T, o *Ops, c *cpu.Ops, dt dtype.DType, rows, cols int, v []float32) pair {
+	t.Helper()
+	g, err := o.Alloc(dt, rows, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := c.Alloc(dt, rows, cols)
+	if v != nil {
+		if err := o.Upload(g, v); err != nil {
+			t.Fatal(err)
+		}
+		c.Upload(h, v)
+	}
+	return pair{g, h}
+}
+
+func compare(t *testing.T, what string, o *Ops, c *cpu.Ops, p pair, tol float64) {
+	t.Helper()
+	n := p.g.Rows * p.g.Cols
+	gv, cv := make([]float32, n), make([]float32, n)
+	if err := o.Download(p.g, gv); err != nil {
+		t.Fatal(err)
+	}
+	c.Download(p.c, cv)
+	for i := range gv {
+		if d := math.Abs(float64(gv[i] - cv[i])); d > tol*math.Max(1, math.Abs(float64(cv[i]))) || math.IsNaN(float64(gv[i])) {
+			t.Fatalf("%s: element %d: GPU %v, CPU %v", what, i, gv[i], cv[i])
+		}
+	}
+}
+
+func TestOpsMatchCPU(t *testing.T) {
+	o := device(t)
+	c := cpu.New()
+	r := rand.New(rand.NewPCG(1, 2))
+	rnd := func(n int, s float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * s)
+		}
+		return v
+	}
+	for _, dt := range []dtype.DType{dtype.Float32, dtype.BFloat16} {
+		// The generator is bit-exact: every split, offset, padding and the bf16 rounding.
+		g := &moe.Gen{Seed: 7, A: moe.TensorGate, B: moe.TensorUp, BlockRows: 6, SplitAt: 3, Experts: []int{9, 2, 5},
+			RowOffset: 11, ColOffset: 4, ValidRows: 5, ValidCols: 30, Scale: 0.25}
+		f := both(t, o, c, dt, 18, 33, nil)
+		if err := o.Fill(f.g, g); err != nil {
+			t.Fatal(err)
+		}
+		c.Fill(f.c, g)
+		compare(t, "fill "+dt.String(), o, c, f, 0)
+
+		x := both(t, o, c, dt, 37, 64, rnd(37*64, 1))
+		w := both(t, o, c, dt, 48, 64, rnd(48*64, 0.125))
+		out := both(t, o, c, dt, 37, 48, nil)
+		if err := o.Linear(x.g, w.g, out.g); err != nil {
+			t.Fatal(err)
+		}
+		c.Linear(x.c, w.c, out.c)
+		compare(t, "linear "+dt.String(), o, c, out, 1e-2)
+
+		logits := both(t, o, c, dtype.Float32, 37, 48, nil)
+		if err := o.Logits(x.g, w.g, logits.g); err != nil {
+			t.Fatal(err)
+		}
+		c.Logits(x.c, w.c, logits.c)
+		compare(t, "logits "+dt.String(), o, c, logits, 1e-4)
+
+		mw := &moe.MLPWeights{I: 40, H: 64}
+		gw13 := both(t, o, c, dt, 80, 64, rnd(80*64, 0.125))
+		gw2 := both(t, o, c, dt, 64, 40, rnd(64*40, 0.15))
+		y := both(t, o, c, dt, 37, 64, nil)
+		for _, act := range []moe.Activation{moe.SiLU, moe.GELU} {
+			mw.W13, mw.W2 = gw13.g, gw2.g
+			if err := o.MLP(x.g, mw, act, y.g); err != nil {
+				t.Fatal(err)
+			}
+			mc := *mw
+			mc.W13, mc.W2 = gw13.c, gw2.c
+			c.MLP(x.c, &mc, act, y.c)
+			compare(t, "mlp "+act.String()+" "+dt.String(), o, c, y, 3e-2)
+		}
+
+		if err := o.Axpby(2.5, out.g, -1, out.g); err != nil {
+			t.Fatal(err)
+		}
+		c.Axpby(2.5, out.c, -1, out.c)
+		compare(t, "axpby "+dt.String(), o, c, out, 1e-2)
+
+		wide := both(t, o, c, dt, 37, 80, nil)
+		if err := o.CopyCols(wide.g, x.g); err != nil {
+			t.Fatal(err)
+		}
+		c.CopyCols(wide.c, x.c)
+		compare(t, "copycols "+dt.String(), o, c, wide, 0)
+	}
+}
