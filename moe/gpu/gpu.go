@@ -1,7 +1,7 @@
 // Package gpu is the GPU device of moe: tensors in device memory, kernels compiled by NVRTC
 // at first use (kernels.cu), GEMMs through cuBLAS, all work on one stream. So far it has
-// the memory operations, the generator, the element-wise kernels and the GEMM-based
-// operations (Linear, Logits, MLP); routing and the grouped experts come next, and only
+// the memory operations, the generator, the element-wise kernels, routing and the
+// GEMM-based operations (Linear, Logits, MLP); the grouped experts come next, and only
 // then does it satisfy moe.Ops and drive the runner.
 package gpu
 
@@ -14,6 +14,7 @@ import (
 	"github.com/moerun/moerun/cuda"
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/moe"
+	"github.com/moerun/moerun/moe/router"
 )
 
 //go:embed kernels.cu
@@ -30,9 +31,10 @@ type Ops struct {
 	// scratch holds intermediate tensors by purpose, grown as needed and kept, so that a
 	// forward pass allocates nothing once the sizes have been seen.
 	scratch map[string]moe.Tensor
+	consts  map[string]deviceConst
 }
 
-var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated"}
+var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route"}
 
 // New compiles the kernels for dev's architecture (cached across runs) and binds cuBLAS to
 // stream, which every operation uses.
@@ -53,7 +55,7 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}}
+	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}, consts: map[string]deviceConst{}}
 	for _, k := range kernels {
 		if o.fn[k], err = mod.Function(k); err != nil {
 			return nil, err
@@ -257,6 +259,87 @@ func (o *Ops) MLP(x moe.Tensor, w *moe.MLPWeights, act moe.Activation, out moe.T
 		return err
 	}
 	return o.Linear(a, w.W2, out)
+}
+
+// Limits of the routing kernel (one thread per token, arrays in registers and local
+// memory): DeepSeek-V3's 256 experts, top-8 and 8 groups fit with room to spare.
+const (
+	maxExperts = 512
+	maxTopK    = 32
+)
+
+// Route runs moe/router's routing on the device: the same kind (FusedTopK, FusedTopKBias,
+// GroupedTopK, with vLLM's fallbacks), scoring and tie rules, so the GPU picks the experts
+// the CPU picks.
+func (o *Ops) Route(cfg router.Config, logits, weights, ids moe.Tensor) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	k := cfg.TopK
+	switch {
+	case logits.DType() != dtype.Float32 || weights.DType() != dtype.Float32 || ids.DType() != dtype.Int32 ||
+		logits.Cols != cfg.NumExperts || weights.Rows != logits.Rows || ids.Rows != logits.Rows || weights.Cols != k || ids.Cols != k:
+		return fmt.Errorf("gpu: route %v into weights %v and ids %v (top-k %d)", logits, weights, ids, k)
+	case cfg.NumExperts > maxExperts || k > maxTopK || cfg.NumExpertGroup > maxTopK:
+		return fmt.Errorf("gpu: routing supports up to %d experts, top-k %d and %d groups, not %d, %d, %d",
+			maxExperts, maxTopK, maxTopK, cfg.NumExperts, k, cfg.NumExpertGroup)
+	}
+	var bias uintptr
+	if cfg.Bias != nil {
+		b, err := o.constant("route.bias", cfg.Bias)
+		if err != nil {
+			return err
+		}
+		bias = b
+	}
+	grouped := 0
+	if cfg.Kind() == router.GroupedTopK {
+		grouped = 1
+	}
+	renorm := 0
+	if cfg.Renormalize {
+		renorm = 1
+	}
+	scale := float32(cfg.RoutedScalingFactor)
+	if scale == 0 || !cfg.AppliesRoutedScale() {
+		scale = 1
+	}
+	return o.launch1D("moe_route", logits.Rows, logits.Buf.Ptr(), weights.Buf.Ptr(), ids.Buf.Ptr(), logits.Rows, cfg.NumExperts, k,
+		int(cfg.EffectiveScoring()), renorm, scale, bias, grouped, cfg.NumExpertGroup, cfg.TopKGroup)
+}
+
+// constant keeps a small float32 array on the device under name, uploading it again only
+// when its values change (the router's bias is the same on every call).
+func (o *Ops) constant(name string, v []float32) (uintptr, error) {
+	if c, ok := o.consts[name]; ok && slicesEqual(c.host, v) {
+		return c.dev.Buf.Ptr(), nil
+	}
+	t, err := o.buffer(name, dtype.Float32, 1, len(v))
+	if err != nil {
+		return 0, err
+	}
+	if err := o.Upload(t, v); err != nil {
+		return 0, err
+	}
+	o.consts[name] = deviceConst{host: append([]float32(nil), v...), dev: t}
+	return t.Buf.Ptr(), nil
+}
+
+type deviceConst struct {
+	host []float32
+	dev  moe.Tensor
+}
+
+func slicesEqual(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // buffer is a scratch tensor of at least rows×cols elements, reused across calls.

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/moe"
 	"github.com/moerun/moerun/moe/cpu"
+	"github.com/moerun/moerun/moe/router"
 )
 
 // Each GPU op against the CPU device on the same inputs. These run on the GPU host from a
@@ -144,5 +146,47 @@ func TestOpsMatchCPU(t *testing.T) {
 		}
 		c.CopyCols(wide.c, x.c)
 		compare(t, "copycols "+dt.String(), o, c, wide, 0)
+	}
+}
+
+// The routing kernel picks the CPU router's experts, with its weights, for every kind.
+func TestRouteMatchesCPU(t *testing.T) {
+	o := device(t)
+	c := cpu.New()
+	r := rand.New(rand.NewPCG(3, 4))
+	bias := func(n int) []float32 {
+		b := make([]float32, n)
+		for i := range b {
+			b[i] = float32(r.Float64()*0.2 - 0.1)
+		}
+		return b
+	}
+	cases := []router.Config{
+		{NumExperts: 8, TopK: 2, Renormalize: true},
+		{NumExperts: 128, TopK: 8, Renormalize: true},
+		{NumExperts: 64, TopK: 6, Scoring: router.Sigmoid},
+		{NumExperts: 60, TopK: 4, Scoring: router.SqrtSoftplus, Bias: bias(60), Renormalize: true, RoutedScalingFactor: 1.5},
+		{NumExperts: 256, TopK: 8, Scoring: router.Sigmoid, Renormalize: true, NumExpertGroup: 8, TopKGroup: 4, UseGroupedTopK: true, Bias: bias(256), RoutedScalingFactor: 2.5},
+		{NumExperts: 160, TopK: 6, NumExpertGroup: 8, TopKGroup: 3, UseGroupedTopK: true, RoutedScalingFactor: 16},
+		{NumExperts: 6, TopK: 2, Scoring: router.Sigmoid, NumExpertGroup: 4, TopKGroup: 2, UseGroupedTopK: true}, // falls back to softmax
+	}
+	const tokens = 300
+	for i, cfg := range cases {
+		e, k := cfg.NumExperts, cfg.TopK
+		lv := make([]float32, tokens*e)
+		for j := range lv {
+			lv[j] = float32(r.NormFloat64() * 2)
+		}
+		logits := both(t, o, c, dtype.Float32, tokens, e, lv)
+		w := both(t, o, c, dtype.Float32, tokens, k, nil)
+		ids := both(t, o, c, dtype.Int32, tokens, k, nil)
+		if err := o.Route(cfg, logits.g, w.g, ids.g); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		if err := c.Route(cfg, logits.c, w.c, ids.c); err != nil {
+			t.Fatalf("case %d (cpu): %v", i, err)
+		}
+		compare(t, fmt.Sprintf("case %d ids", i), o, c, ids, 0)
+		compare(t, fmt.Sprintf("case %d weights", i), o, c, w, 1e-6)
 	}
 }

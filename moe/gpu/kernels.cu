@@ -82,3 +82,81 @@ extern "C" __global__ void moe_gated(const void *h, void *a, int dt, int n, int 
   float y = act == 1 ? 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) : g / (1.0f + expf(-g));
   store(a, i, y * u, dt);
 }
+
+// moe/router.Route on the device: one thread per token, the same arithmetic (scores in
+// double rounded to float, sums in float in index order, ties to the lower expert id, NaN
+// last), so that the GPU picks the experts the CPU router picks.
+#define MOE_MAX_EXPERTS 512
+#define MOE_MAX_TOPK 32
+
+__device__ __forceinline__ bool beats(float a, float b) { return a > b || (b != b && a == a); }
+
+__device__ void topk_insert(float v, int i, int k, int *n, float *val, int *idx) {
+  if (*n == k && !beats(v, val[k - 1])) return;
+  int pos = *n;
+  if (*n < k) (*n)++; else pos = k - 1;
+  while (pos > 0 && beats(v, val[pos - 1])) { val[pos] = val[pos - 1]; idx[pos] = idx[pos - 1]; pos--; }
+  val[pos] = v; idx[pos] = i;
+}
+
+extern "C" __global__ void moe_route(const float *logits, float *weights, int *ids, int T, int E, int K,
+                                     int scoring, int renorm, float scale, const float *bias, int grouped,
+                                     int groups, int keepGroups) {
+  int tok = blockIdx.x * blockDim.x + threadIdx.x;
+  if (tok >= T) return;
+  const float *z = logits + (long long)tok * E;
+  float p[MOE_MAX_EXPERTS];
+  if (scoring == 0) {  // softmax
+    float m = z[0];
+    for (int i = 1; i < E; i++) if (z[i] > m) m = z[i];
+    float sum = 0.0f;
+    for (int i = 0; i < E; i++) { p[i] = (float)exp((double)(z[i] - m)); sum += p[i]; }
+    for (int i = 0; i < E; i++) p[i] /= sum;
+  } else if (scoring == 1) {  // sigmoid
+    for (int i = 0; i < E; i++) p[i] = (float)(1.0 / (1.0 + exp(-(double)z[i])));
+  } else {  // sqrt(softplus)
+    for (int i = 0; i < E; i++) {
+      double x = (double)z[i];
+      if (x <= 20.0) x = log1p(exp(x));
+      p[i] = (float)sqrt(x);
+    }
+  }
+  // q = p + bias (selection only); computed on the fly.
+  bool keep[MOE_MAX_TOPK];
+  int groupSize = grouped ? E / groups : E;
+  if (grouped) {
+    float gval[MOE_MAX_TOPK]; int gidx[MOE_MAX_TOPK]; int gn = 0;
+    for (int g = 0; g < groups; g++) {
+      float a, b, s;
+      for (int j = 0; j < groupSize; j++) {
+        int e = g * groupSize + j;
+        float q = bias ? p[e] + bias[e] : p[e];
+        if (j == 0) { a = q; b = q; continue; }
+        if (bias) {
+          if (j == 1) { if (beats(q, a)) { b = a; a = q; } else { b = q; } continue; }
+          if (beats(q, a)) { b = a; a = q; } else if (beats(q, b)) { b = q; }
+        } else if (beats(q, a)) { a = q; }
+      }
+      s = bias ? (groupSize > 1 ? a + b : a) : a;
+      topk_insert(s, g, keepGroups, &gn, gval, gidx);
+      keep[g] = false;
+    }
+    for (int j = 0; j < keepGroups; j++) keep[gidx[j]] = true;
+  }
+  float val[MOE_MAX_TOPK]; int idx[MOE_MAX_TOPK]; int n = 0;
+  for (int e = 0; e < E; e++) {
+    if (grouped && !keep[e / groupSize]) continue;
+    float q = bias ? p[e] + bias[e] : p[e];
+    topk_insert(q, e, K, &n, val, idx);
+  }
+  float sum = 0.0f;
+  float *w = weights + (long long)tok * K;
+  int *id = ids + (long long)tok * K;
+  for (int j = 0; j < K; j++) { w[j] = p[idx[j]]; sum += w[j]; id[j] = idx[j]; }
+  if (renorm) {
+    if (scoring == 2) { if (sum < 1e-20f) sum = 1e-20f; }
+    else if (!(sum > 0.0f)) sum = 1.0f;
+    for (int j = 0; j < K; j++) w[j] /= sum;
+  }
+  if (scale != 1.0f) for (int j = 0; j < K; j++) w[j] *= scale;
+}
