@@ -306,6 +306,10 @@ func (c *checked) Close() error { return c.fail("close", c.inner.Close()) }
 // Memory forwards the backend's memory (see MemoryOf).
 func (c *checked) Memory() Memory { return MemoryOf(c.inner) }
 
+// Unwrap is the backend's own communicator, for backend-specific needs (the GPU device of
+// an NCCL communicator).
+func (c *checked) Unwrap() Communicator { return c.inner }
+
 // AllGatherFloats all-gathers small host values (timings, counts, flags) through whatever
 // memory c needs: host buffers directly, device buffers by a round trip.
 func AllGatherFloats(ctx context.Context, c Communicator, mine, all []float32) error {

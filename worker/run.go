@@ -14,9 +14,11 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/cuda"
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/moe"
 	"github.com/moerun/moerun/moe/cpu"
+	"github.com/moerun/moerun/moe/gpu"
 	"github.com/moerun/moerun/rank"
 )
 
@@ -175,33 +177,27 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 			return usageError{err}
 		}
 	}
-	if err := checkMemory(shard, p.LocalWorld); err != nil {
-		return err
-	}
 	seed := cmd.Uint64("seed")
-	// The layer's GPU ops come with the GPU path; until then it runs on the CPU ops, whose
-	// host tensors only the CPU backend moves.
-	switch cmd.String("backend") {
-	case "auto":
-		if err := cmd.Set("backend", "tcp"); err != nil {
-			return err
-		}
-	case "tcp":
-	default:
-		return usagef("--backend %s: the MoE layer runs on the CPU ops and the tcp backend for now (GPU ops are not built yet)", cmd.String("backend"))
-	}
 	j, err := join(ctx, cmd, p)
 	if err != nil {
 		return err
 	}
 	defer j.Close()
+	ops, err := deviceOps(j)
+	if err != nil {
+		return fmt.Errorf("rank %d: %w", p.Rank, err)
+	}
+	if ops.Name() == "cpu" {
+		if err := checkMemory(shard, p.LocalWorld); err != nil {
+			return err
+		}
+	}
 
 	clock := &commClock{}
 	groups := moe.Groups{
 		TP: clock.wrap(j.Group(rank.TP)), DP: clock.wrap(j.Group(rank.DP)),
 		PCP: clock.wrap(j.Group(rank.PCP)), EP: clock.wrap(j.Group(rank.EP)),
 	}
-	ops := cpu.New()
 	runner, err := moe.NewRunner(shard, ops, groups, seed)
 	if err != nil {
 		return fmt.Errorf("rank %d: %w", p.Rank, err)
@@ -216,10 +212,10 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 
 	out := cmd.Root().Writer
 	dt, _ := cfg.ElementType()
-	report := runReport{Layer: cfg, Layout: p.Layout.String(), Backend: "tcp", Device: ops.Name(), Iterations: iters}
+	report := runReport{Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: ops.Name(), Iterations: iters}
 	if p.Rank == 0 {
-		fmt.Fprintf(out, "# moerun run: %s, %v, backend tcp, ops %s, %v, chunk %d, %d iterations after %d warm-up\n",
-			cfg.Name, p.Layout, ops.Name(), dt, cfg.ChunkRows(), iters, warmup)
+		fmt.Fprintf(out, "# moerun run: %s, %v, backend %s, ops %s, %v, chunk %d, %d iterations after %d warm-up\n",
+			cfg.Name, p.Layout, j.Backend, ops.Name(), dt, cfg.ChunkRows(), iters, warmup)
 		fmt.Fprintf(out, "# %14s %7s %10s %10s %10s %7s %9s\n", "tokens/rank", "chunks", "median ms", "min ms", "max ms", "comm %", "GFLOP/s")
 	}
 	tol := tolerance(cfg)
@@ -529,4 +525,24 @@ func memAvailable() int64 {
 		}
 	}
 	return 0
+}
+
+// deviceOps is the compute device matching the job's backend: the CPU ops for tcp, the GPU
+// ops on the NCCL communicators' own device and stream for nccl (so that compute and
+// collectives run in issue order).
+func deviceOps(j *Job) (moe.Ops, error) {
+	c := j.World
+	for {
+		if g, ok := c.(interface {
+			CUDA() (*cuda.Device, *cuda.Stream)
+		}); ok {
+			dev, stream := g.CUDA()
+			return gpu.New(dev, stream)
+		}
+		u, ok := c.(interface{ Unwrap() comm.Communicator })
+		if !ok {
+			return cpu.New(), nil
+		}
+		c = u.Unwrap()
+	}
 }

@@ -95,3 +95,7 @@ func (m *memory) Download(dst, src comm.Buffer) error {
 }
 
 func (m *memory) Sync(ctx context.Context) error { return (*Comm)(m).Sync(ctx) }
+
+// CUDA is the GPU and the stream of this communicator, for compute that must run in order
+// with its collectives.
+func (c *Comm) CUDA() (*cuda.Device, *cuda.Stream) { return c.dev.gpu, c.dev.stream }

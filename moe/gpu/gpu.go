@@ -1,8 +1,6 @@
 // Package gpu is the GPU device of moe: tensors in device memory, kernels compiled by NVRTC
-// at first use (kernels.cu), GEMMs through cuBLAS, all work on one stream. So far it has
-// the memory operations, the generator, the element-wise kernels, routing and the
-// GEMM-based operations (Linear, Logits, MLP); the grouped experts come next, and only
-// then does it satisfy moe.Ops and drive the runner.
+// at first use (kernels.cu), GEMMs through cuBLAS, all work on one stream, shared with
+// the NCCL communicators so that compute and collectives run in issue order.
 package gpu
 
 import (
@@ -34,7 +32,10 @@ type Ops struct {
 	consts  map[string]deviceConst
 }
 
-var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route"}
+var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
+	"moe_expert_count", "moe_expert_scatter", "moe_gather", "moe_combine"}
+
+var _ moe.Ops = (*Ops)(nil)
 
 // New compiles the kernels for dev's architecture (cached across runs) and binds cuBLAS to
 // stream, which every operation uses.
@@ -369,4 +370,140 @@ func (o *Ops) Close() error {
 		err = uerr
 	}
 	return err
+}
+
+// Experts runs the local experts over the routed rows: bucket the slots by local expert on
+// the device, read the per-expert counts back (the one host synchronisation of a forward
+// pass: cuBLAS takes each GEMM's row count from the host; the decode path's batched GEMM of
+// the performance work removes it), gather the rows, two GEMMs per expert that has rows,
+// the gated activation, and the weighted sum over top-k in float32.
+func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMap []int32, act moe.Activation, onInput bool, out moe.Tensor) error {
+	n, k, hd, inter := x.Rows, weights.Cols, w.H, w.I
+	switch {
+	case x.Cols != hd || out.Rows != n || out.Cols != hd || x.DType() != out.DType():
+		return fmt.Errorf("gpu: experts on %v into %v with hidden %d", x, out, hd)
+	case weights.Rows != n || ids.Rows != n || ids.Cols != k || weights.DType() != dtype.Float32 || ids.DType() != dtype.Int32:
+		return fmt.Errorf("gpu: experts with weights %v and ids %v for %d rows", weights, ids, n)
+	case w.W13.Rows != w.Local*2*inter || w.W13.Cols != hd || w.W2.Rows != w.Local*hd || w.W2.Cols != inter:
+		return fmt.Errorf("gpu: expert weights W13 %v, W2 %v for %d experts of %d×%d", w.W13, w.W2, w.Local, inter, hd)
+	case onInput && k != 1:
+		return fmt.Errorf("gpu: router weight on the input needs top-k 1, not %d", k)
+	}
+	if n == 0 {
+		return nil
+	}
+	slots := n * k
+	dt := x.DType()
+	var emap uintptr
+	if expertMap != nil {
+		m := make([]float32, len(expertMap))
+		for i, v := range expertMap {
+			m[i] = float32(v)
+		}
+		p, err := o.constantInt("experts.map", m)
+		if err != nil {
+			return err
+		}
+		emap = p
+	}
+	counts, err := o.buffer("experts.counts", dtype.Int32, 1, w.Local)
+	if err != nil {
+		return err
+	}
+	perm, err := o.buffer("experts.perm", dtype.Int32, 1, slots)
+	if err != nil {
+		return err
+	}
+	pos, err := o.buffer("experts.pos", dtype.Int32, 1, slots)
+	if err != nil {
+		return err
+	}
+	if err := o.Zero(counts); err != nil {
+		return err
+	}
+	if err := o.launch1D("moe_expert_count", slots, ids.Buf.Ptr(), emap, slots, counts.Buf.Ptr()); err != nil {
+		return err
+	}
+	hc := make([]float32, w.Local)
+	if err := o.Download(counts, hc); err != nil {
+		return err
+	}
+	offsets := make([]float32, w.Local)
+	total := 0
+	for l, c := range hc {
+		offsets[l] = float32(total)
+		total += int(c)
+	}
+	if err := o.Upload(counts, offsets); err != nil { // counts becomes the cursor
+		return err
+	}
+	if err := o.launch1D("moe_expert_scatter", slots, ids.Buf.Ptr(), emap, slots, counts.Buf.Ptr(), perm.Buf.Ptr(), pos.Buf.Ptr()); err != nil {
+		return err
+	}
+	if total == 0 {
+		return o.Zero(out)
+	}
+	xg, err := o.buffer("experts.x", dt, total, hd)
+	if err != nil {
+		return err
+	}
+	h, err := o.buffer("experts.h", dt, total, 2*inter)
+	if err != nil {
+		return err
+	}
+	a, err := o.buffer("experts.a", dt, total, inter)
+	if err != nil {
+		return err
+	}
+	y, err := o.buffer("experts.y", dt, total, hd)
+	if err != nil {
+		return err
+	}
+	on := 0
+	if onInput {
+		on = 1
+	}
+	if err := o.launch1D("moe_gather", total*hd, x.Buf.Ptr(), perm.Buf.Ptr(), weights.Buf.Ptr(), on, k, hd, total, kernelType(dt), xg.Buf.Ptr()); err != nil {
+		return err
+	}
+	for l, c := range hc {
+		rows := int(c)
+		if rows == 0 {
+			continue
+		}
+		off := int(offsets[l])
+		if err := o.Linear(xg.RowSlice(off, rows), w.W13.RowSlice(l*2*inter, 2*inter), h.RowSlice(off, rows)); err != nil {
+			return err
+		}
+	}
+	if err := o.launch1D("moe_gated", total*inter, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(dt), total, inter, int(act)); err != nil {
+		return err
+	}
+	for l, c := range hc {
+		rows := int(c)
+		if rows == 0 {
+			continue
+		}
+		off := int(offsets[l])
+		if err := o.Linear(a.RowSlice(off, rows), w.W2.RowSlice(l*hd, hd), y.RowSlice(off, rows)); err != nil {
+			return err
+		}
+	}
+	return o.launch1D("moe_combine", n*hd, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, n, k, hd, kernelType(dt), out.Buf.Ptr())
+}
+
+// constantInt is constant for an int32 array (values given as exact float32s).
+func (o *Ops) constantInt(name string, v []float32) (uintptr, error) {
+	if c, ok := o.consts[name]; ok && slicesEqual(c.host, v) {
+		return c.dev.Buf.Ptr(), nil
+	}
+	t, err := o.buffer(name, dtype.Int32, 1, len(v))
+	if err != nil {
+		return 0, err
+	}
+	if err := o.Upload(t, v); err != nil {
+		return 0, err
+	}
+	o.consts[name] = deviceConst{host: append([]float32(nil), v...), dev: t}
+	return t.Buf.Ptr(), nil
 }

@@ -190,3 +190,69 @@ func TestRouteMatchesCPU(t *testing.T) {
 		compare(t, fmt.Sprintf("case %d weights", i), o, c, w, 1e-6)
 	}
 }
+
+// The grouped experts against the CPU device: maps with experts elsewhere, the router
+// weight on the input, both element types, an empty batch.
+func TestExpertsMatchCPU(t *testing.T) {
+	o := device(t)
+	c := cpu.New()
+	r := rand.New(rand.NewPCG(5, 6))
+	rnd := func(n int, s float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * s)
+		}
+		return v
+	}
+	cases := []struct {
+		n, k, local, inter, h int
+		emap                  []int32
+		onInput               bool
+		dt                    dtype.DType
+	}{
+		{33, 2, 4, 24, 40, nil, false, dtype.Float32},
+		{17, 3, 2, 16, 32, []int32{-1, 0, -1, 1, -1}, false, dtype.Float32},
+		{40, 2, 8, 64, 96, nil, false, dtype.BFloat16},
+		{9, 4, 3, 32, 48, []int32{2, -1, 0, -1, 1, -1}, false, dtype.BFloat16},
+		{12, 1, 4, 8, 16, nil, true, dtype.BFloat16},
+		{5, 2, 2, 8, 16, []int32{-1, -1, 0, 1}, false, dtype.Float32}, // may route nothing here
+	}
+	for i, tc := range cases {
+		global := tc.local
+		if tc.emap != nil {
+			global = len(tc.emap)
+		}
+		x := both(t, o, c, tc.dt, tc.n, tc.h, rnd(tc.n*tc.h, 1))
+		wv, idv := make([]float32, tc.n*tc.k), make([]float32, tc.n*tc.k)
+		for tk := 0; tk < tc.n; tk++ {
+			p := r.Perm(global)
+			for j := 0; j < tc.k; j++ {
+				wv[tk*tc.k+j], idv[tk*tc.k+j] = float32(r.Float64()), float32(p[j])
+			}
+		}
+		if i == 5 {
+			for q := range idv {
+				idv[q] = float32(q % 2) // only experts 0 and 1, which live elsewhere
+			}
+		}
+		w := both(t, o, c, dtype.Float32, tc.n, tc.k, wv)
+		ids := both(t, o, c, dtype.Int32, tc.n, tc.k, idv)
+		w13 := both(t, o, c, tc.dt, tc.local*2*tc.inter, tc.h, rnd(tc.local*2*tc.inter*tc.h, 1/math.Sqrt(float64(tc.h))))
+		w2 := both(t, o, c, tc.dt, tc.local*tc.h, tc.inter, rnd(tc.local*tc.h*tc.inter, 1/math.Sqrt(float64(tc.inter))))
+		out := both(t, o, c, tc.dt, tc.n, tc.h, nil)
+		ew := &moe.ExpertWeights{Local: tc.local, I: tc.inter, H: tc.h, W13: w13.g, W2: w2.g}
+		if err := o.Experts(x.g, w.g, ids.g, ew, tc.emap, moe.SiLU, tc.onInput, out.g); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		ec := *ew
+		ec.W13, ec.W2 = w13.c, w2.c
+		if err := c.Experts(x.c, w.c, ids.c, &ec, tc.emap, moe.SiLU, tc.onInput, out.c); err != nil {
+			t.Fatalf("case %d (cpu): %v", i, err)
+		}
+		tol := 1e-4
+		if tc.dt == dtype.BFloat16 {
+			tol = 3e-2
+		}
+		compare(t, fmt.Sprintf("experts case %d", i), o, c, out, tol)
+	}
+}

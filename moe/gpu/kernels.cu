@@ -160,3 +160,56 @@ extern "C" __global__ void moe_route(const float *logits, float *weights, int *i
   }
   if (scale != 1.0f) for (int j = 0; j < K; j++) w[j] *= scale;
 }
+
+// Grouped experts. Slots (token t, choice j) are bucketed by local expert: moe_expert_count
+// counts them, the host turns counts into offsets, moe_expert_scatter places each slot
+// (perm: position → slot; pos: slot → position, -1 for experts elsewhere), moe_gather
+// copies the rows (scaled by the router weight when it goes on the input), and
+// moe_combine sums the weighted expert outputs of each token in slot order in float32.
+__device__ __forceinline__ int local_expert(const int *ids, const int *map, int slot) {
+  int e = ids[slot];
+  return map ? map[e] : e;
+}
+
+extern "C" __global__ void moe_expert_count(const int *ids, const int *map, int slots, int *counts) {
+  int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s >= slots) return;
+  int l = local_expert(ids, map, s);
+  if (l >= 0) atomicAdd(&counts[l], 1);
+}
+
+extern "C" __global__ void moe_expert_scatter(const int *ids, const int *map, int slots, int *cursor, int *perm, int *pos) {
+  int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s >= slots) return;
+  int l = local_expert(ids, map, s);
+  if (l < 0) { pos[s] = -1; return; }
+  int p = atomicAdd(&cursor[l], 1);
+  perm[p] = s;
+  pos[s] = p;
+}
+
+extern "C" __global__ void moe_gather(const void *x, const int *perm, const float *w, int onInput, int k, int h,
+                                      int rows, int dt, void *xg) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (long long)rows * h) return;
+  long long p = i / h, c = i % h;
+  int s = perm[p];
+  float v = load(x, (long long)(s / k) * h + c, dt);
+  if (onInput) v *= w[s];
+  store(xg, i, v, dt);
+}
+
+extern "C" __global__ void moe_combine(const void *y, const int *pos, const float *w, int onInput, int n, int k, int h,
+                                       int dt, void *out) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (long long)n * h) return;
+  long long t = i / h, c = i % h;
+  float acc = 0.0f;
+  for (int j = 0; j < k; j++) {
+    int p = pos[t * k + j];
+    if (p < 0) continue;
+    float scale = onInput ? 1.0f : w[t * k + j];
+    acc += scale * load(y, (long long)p * h + c, dt);
+  }
+  store(out, i, acc, dt);
+}
