@@ -105,13 +105,28 @@ func kernelType(t dtype.DType) int {
 	return 0
 }
 
-// launch1D runs a kernel over n elements, 256 threads a block.
+// threadsPerBlock is the block size of the element-wise kernels.
+const threadsPerBlock = 256
+
+// grid1D is the grid of a kernel with one thread per element (the kernels check i < n).
+func grid1D(n int) (blocks [3]uint32, threads [3]uint32, err error) {
+	b := (n + threadsPerBlock - 1) / threadsPerBlock
+	if b > 1<<31-1 {
+		return blocks, threads, fmt.Errorf("gpu: %d elements need %d blocks, more than a grid holds", n, b)
+	}
+	return [3]uint32{uint32(b), 1, 1}, [3]uint32{threadsPerBlock, 1, 1}, nil
+}
+
+// launch1D runs a kernel with one thread per element.
 func (o *Ops) launch1D(name string, n int, args ...any) error {
 	if n == 0 {
 		return nil
 	}
-	blocks := uint32((n + 255) / 256)
-	return o.fn[name].Launch(o.stream, [3]uint32{blocks, 1, 1}, [3]uint32{256, 1, 1}, 0, args...)
+	blocks, threads, err := grid1D(n)
+	if err != nil {
+		return err
+	}
+	return o.fn[name].Launch(o.stream, blocks, threads, 0, args...)
 }
 
 // Fill sets every element from g (moe.Gen.At) on the device, rounded to t's dtype.
