@@ -158,7 +158,7 @@ func join(ctx context.Context, cmd *cli.Command, p Place) (*Job, error) {
 func chooseBackend(name string, stderr io.Writer, rank int) (string, int, error) {
 	switch name {
 	case "auto":
-		n, err := gpus()
+		n, libs, err := gpus()
 		if err != nil {
 			if rank == 0 {
 				fmt.Fprintf(stderr, "worker: no GPU backend (%v); using the CPU backend tcp\n", err)
@@ -166,13 +166,16 @@ func chooseBackend(name string, stderr io.Writer, rank int) (string, int, error)
 			return "tcp", 0, nil
 		}
 		if rank == 0 {
-			fmt.Fprintf(stderr, "worker: %d GPU(s) and NCCL found; using the nccl backend\n", n)
+			fmt.Fprintf(stderr, "worker: %d GPU(s) and NCCL found; using the nccl backend (%s)\n", n, libs)
 		}
 		return "nccl", n, nil
 	case "nccl":
-		n, err := gpus()
+		n, libs, err := gpus()
 		if err != nil {
 			return "", 0, fmt.Errorf("--backend nccl: %w", err)
+		}
+		if rank == 0 {
+			fmt.Fprintf(stderr, "worker: %d GPU(s); nccl backend (%s)\n", n, libs)
 		}
 		return "nccl", n, nil
 	}
@@ -184,25 +187,26 @@ func chooseBackend(name string, stderr io.Writer, rank int) (string, int, error)
 	return "", 0, usagef("--backend %q: expected auto or one of %s", name, strings.Join(comm.Backends(), ", "))
 }
 
-// gpus loads the CUDA driver and NCCL and counts the devices.
-func gpus() (int, error) {
+// gpus loads the CUDA driver and NCCL, counts the devices, and names the libraries loaded
+// (printed once, by rank 0: two NCCL builds coexist on the GPU hosts).
+func gpus() (int, string, error) {
 	drv, err := cuda.Load()
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	n, err := drv.DeviceCount()
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if n == 0 {
-		return 0, cuda.ErrNoDevice
+		return 0, "", cuda.ErrNoDevice
 	}
 	lib, err := nccl.Load()
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	_ = lib
-	return n, nil
+	v, _ := drv.Version()
+	return n, fmt.Sprintf("CUDA driver %d.%d from %s, NCCL %s from %s", v/1000, v%1000/10, drv.Path(), lib.VersionString(), lib.Path()), nil
 }
 
 func collectivesCommand() *cli.Command {

@@ -191,6 +191,8 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		if err := checkMemory(shard, p.LocalWorld); err != nil {
 			return err
 		}
+	} else if g, ok := ops.(*gpu.Ops); ok && p.Rank == 0 {
+		fmt.Fprintf(cmd.Root().ErrWriter, "worker: GPU ops: %s\n", g.Libraries)
 	}
 
 	clock := &commClock{}

@@ -30,6 +30,8 @@ type Ops struct {
 	// forward pass allocates nothing once the sizes have been seen.
 	scratch map[string]moe.Tensor
 	consts  map[string]deviceConst
+	// Libraries names NVRTC and cuBLAS as loaded, for the worker to print once.
+	Libraries string
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
@@ -65,6 +67,7 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 	if o.blas, err = cuda.NewBlas(stream); err != nil {
 		return nil, err
 	}
+	o.Libraries = fmt.Sprintf("NVRTC %d.%d from %s, cuBLAS %d from %s, kernels for sm_%d", nv.Major, nv.Minor, nv.Path(), o.blas.Version, o.blas.Path, cc)
 	return o, nil
 }
 
