@@ -305,7 +305,7 @@ func (o *Ops) Route(cfg router.Config, logits, weights, ids moe.Tensor) error {
 	}
 	var bias uintptr
 	if cfg.Bias != nil {
-		b, err := o.constant("route.bias", cfg.Bias)
+		b, err := o.constant("route.bias", dtype.Float32, cfg.Bias)
 		if err != nil {
 			return err
 		}
@@ -327,13 +327,14 @@ func (o *Ops) Route(cfg router.Config, logits, weights, ids moe.Tensor) error {
 		int(cfg.EffectiveScoring()), renorm, scale, bias, grouped, cfg.NumExpertGroup, cfg.TopKGroup)
 }
 
-// constant keeps a small float32 array on the device under name, uploading it again only
-// when its values change (the router's bias is the same on every call).
-func (o *Ops) constant(name string, v []float32) (uintptr, error) {
+// constant keeps a small array of type dt on the device under name (values given as exact
+// float32s), uploading it again only when its values change: the router's bias and the
+// expert map are the same on every call.
+func (o *Ops) constant(name string, dt dtype.DType, v []float32) (uintptr, error) {
 	if c, ok := o.consts[name]; ok && slicesEqual(c.host, v) {
 		return c.dev.Buf.Ptr(), nil
 	}
-	t, err := o.buffer(name, dtype.Float32, 1, len(v))
+	t, err := o.buffer(name, dt, 1, len(v))
 	if err != nil {
 		return 0, err
 	}
@@ -418,7 +419,7 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		for i, v := range expertMap {
 			m[i] = float32(v)
 		}
-		p, err := o.constantInt("experts.map", m)
+		p, err := o.constant("experts.map", dtype.Int32, m)
 		if err != nil {
 			return err
 		}
@@ -508,20 +509,4 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		}
 	}
 	return o.launch1D("moe_combine", n*hd, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, n, k, hd, kernelType(dt), out.Buf.Ptr())
-}
-
-// constantInt is constant for an int32 array (values given as exact float32s).
-func (o *Ops) constantInt(name string, v []float32) (uintptr, error) {
-	if c, ok := o.consts[name]; ok && slicesEqual(c.host, v) {
-		return c.dev.Buf.Ptr(), nil
-	}
-	t, err := o.buffer(name, dtype.Int32, 1, len(v))
-	if err != nil {
-		return 0, err
-	}
-	if err := o.Upload(t, v); err != nil {
-		return 0, err
-	}
-	o.consts[name] = deviceConst{host: append([]float32(nil), v...), dev: t}
-	return t.Buf.Ptr(), nil
 }
