@@ -537,9 +537,17 @@ func (c *Comm) Sync(ctx context.Context) error {
 // Close finalizes and destroys the communicator (aborts it if it is broken), and the
 // non-blocking world it came from.
 func (c *Comm) Close() error {
+	c.mu.Lock()
+	broken := c.broken != nil
+	c.mu.Unlock()
 	err := c.close()
 	if c.base != nil {
-		err = errors.Join(err, c.base.close())
+		if broken {
+			// A failed job: finalizing would wait for peers that may be gone.
+			c.base.abort()
+		} else {
+			err = errors.Join(err, c.base.close())
+		}
 	}
 	return err
 }
