@@ -50,6 +50,46 @@ type Runner struct {
 
 	// Chunks is the number of chunks of the last forward pass.
 	Chunks int
+
+	// tokens per DP rank when the caller has given them (SetTokensPerDP), else nil and
+	// every forward pass exchanges the row counts of the dispatch group.
+	tokens []int
+}
+
+// SetTokensPerDP tells the runner every DP rank's token count for the next forward passes,
+// as vLLM's DPMetadata does (num_tokens_across_dp, agreed on the host before the step), so
+// that a forward pass exchanges no counts. nil goes back to exchanging them.
+func (r *Runner) SetTokensPerDP(tokens []int) error {
+	if tokens != nil && len(tokens) != r.shard.Layout.DP {
+		return fmt.Errorf("moe: %d token counts for %d DP ranks", len(tokens), r.shard.Layout.DP)
+	}
+	for d, t := range tokens {
+		if t < 1 {
+			return fmt.Errorf("moe: DP rank %d has %d tokens: expected at least 1", d, t)
+		}
+	}
+	r.tokens = slices.Clone(tokens)
+	return nil
+}
+
+// dispatchSizes is the rows of every member of the dispatch group, in group order, from
+// the tokens per DP rank: the DP ranks' counts, or under sequence parallelism sp_tokens
+// (§6: each DP rank's ceil(T/sp) rows, sp times). It checks this rank's own count.
+func (r *Runner) dispatchSizes(n int) ([]int, error) {
+	s := r.shard
+	var sizes []int
+	switch s.Dispatch {
+	case "ep":
+		sizes = rank.SPTokens(r.tokens, s.Layout.TP)
+	case "dp":
+		sizes = slices.Clone(r.tokens)
+	default:
+		sizes = []int{n}
+	}
+	if want := s.Rows(r.tokens[s.Coord.DP]); n != want {
+		return nil, fmt.Errorf("moe: this rank holds %d rows, but DP rank %d's %d tokens give %d", n, s.Coord.DP, r.tokens[s.Coord.DP], want)
+	}
+	return sizes, nil
 }
 
 // NewRunner generates this rank's weights on the device and allocates the staging
@@ -224,13 +264,20 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 	}
 
 	sizes := []int{n}
-	if r.dispatch != nil {
+	switch {
+	case r.tokens != nil:
+		// The host already knows every DP rank's tokens (vLLM's DPMetadata): no exchange.
+		var err error
+		if sizes, err = r.dispatchSizes(n); err != nil {
+			return err
+		}
+	case r.dispatch != nil:
 		var err error
 		if sizes, err = r.exchangeCounts(ctx, r.dispatch, n); err != nil {
 			return err
 		}
 	}
-	if r.pcp != nil {
+	if r.pcp != nil && r.tokens == nil {
 		peers, err := r.exchangeCounts(ctx, r.pcp, n)
 		if err != nil {
 			return err

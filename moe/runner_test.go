@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,10 +87,29 @@ func runLayer(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed ui
 			mx, ml = x.RowSlice(shard.Coord.TP*n, n), logits.RowSlice(shard.Coord.TP*n, n)
 		}
 		out, _ := ops.Alloc(dt, n, cfg.Hidden)
-		// Two passes: the second reuses every buffer of the first.
-		for range 2 {
+		// Two passes: the second reuses every buffer of the first. The first exchanges the
+		// dispatch group's row counts; the second is told them, as vLLM's DPMetadata does.
+		first := make([]float32, n*cfg.Hidden)
+		for pass := range 2 {
+			if pass == 1 {
+				if err := ops.Download(out, first); err != nil {
+					return err
+				}
+				if err := runner.SetTokensPerDP(tokens); err != nil {
+					return err
+				}
+			}
 			if err := runner.Forward(ctx, mx, ml, out); err != nil {
 				return err
+			}
+		}
+		second := make([]float32, n*cfg.Hidden)
+		if err := ops.Download(out, second); err != nil {
+			return err
+		}
+		for i := range first {
+			if first[i] != second[i] {
+				return fmt.Errorf("rank %d: element %d is %v with exchanged counts and %v with given ones", r, i, first[i], second[i])
 			}
 		}
 		final := out
@@ -342,6 +362,50 @@ func TestAgRs_Section9_12(t *testing.T) {
 			if v != 2*x[i] {
 				return fmt.Errorf("rank %d: combine(dispatch(x))[%d] = %v, want 2·%v", r, i, v, x[i])
 			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Token counts given by the caller are checked against the layout and this rank's rows.
+func TestSetTokensPerDP(t *testing.T) {
+	l, _ := rank.NewLayout(2, 1, 1, 1, 2, true)
+	cfg := preset(t, "tiny")
+	err := commtest.RunGroup(t.Context(), tcp.Open, 2, func(ctx context.Context, world comm.Communicator) error {
+		g := moe.Groups{TP: world, DP: world, PCP: world, EP: world}
+		one, err := world.Split(ctx, world.Rank(), 0)
+		if err != nil {
+			return err
+		}
+		defer one.Close()
+		g.TP, g.PCP = one, one
+		shard, err := moe.NewShard(cfg, l, world.Rank())
+		if err != nil {
+			return err
+		}
+		ops := cpu.New()
+		runner, err := moe.NewRunner(shard, ops, g, 1)
+		if err != nil {
+			return err
+		}
+		if err := runner.SetTokensPerDP([]int{3}); err == nil {
+			return fmt.Errorf("one count for two DP ranks accepted")
+		}
+		if err := runner.SetTokensPerDP([]int{3, 0}); err == nil {
+			return fmt.Errorf("a DP rank with no tokens accepted")
+		}
+		if err := runner.SetTokensPerDP([]int{3, 4}); err != nil {
+			return err
+		}
+		// This rank holds 2 rows, but the counts say 3 (rank 0) or 4 (rank 1).
+		x, _ := ops.Alloc(dtype.BFloat16, 2, cfg.Hidden)
+		lg, _ := ops.Alloc(dtype.Float32, 2, cfg.Experts)
+		out, _ := ops.Alloc(dtype.BFloat16, 2, cfg.Hidden)
+		if err := runner.Forward(ctx, x, lg, out); err == nil || !strings.Contains(err.Error(), "this rank holds 2 rows") {
+			return fmt.Errorf("rows that contradict the counts: %v", err)
 		}
 		return nil
 	})

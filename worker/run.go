@@ -348,6 +348,9 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 	if err != nil {
 		return runResult{}, err
 	}
+	if err := l.runner.SetTokensPerDP(l.tokens); err != nil {
+		return runResult{}, err
+	}
 	for it := 0; it < warmup+iters; it++ {
 		l.clock.Reset()
 		start := time.Now()
