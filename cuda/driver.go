@@ -50,9 +50,10 @@ const errNotReady Result = 600
 
 // Driver is the loaded libcuda.
 type Driver struct {
-	lib  *dl.Library
-	once sync.Once
-	err  error
+	lib    *dl.Library
+	graphs bool // the CUDA graph functions were found
+	once   sync.Once
+	err    error
 }
 
 var (
@@ -96,6 +97,15 @@ func (d *Driver) load(candidates []string) error {
 			return fmt.Errorf("cuda: %w", err)
 		}
 		C.moe_cu_set(C.int(i), p)
+	}
+	d.graphs = true
+	for i, name := range graphSymbols {
+		p, err := lib.Sym(name)
+		if err != nil {
+			d.graphs = false
+			break
+		}
+		C.moe_cu_graph_set(C.int(i), p)
 	}
 	d.lib = lib
 	if err := d.check("cuInit", C.moe_cuInit(0)); err != nil {
@@ -404,4 +414,54 @@ func (f *Function) Launch(s *Stream, grid, block [3]uint32, shmem uint32, args .
 	}
 	return f.d.check("cuLaunchKernel("+f.Name+")", C.moe_cuLaunchKernel(f.f, C.uint(grid[0]), C.uint(grid[1]), C.uint(grid[2]),
 		C.uint(block[0]), C.uint(block[1]), C.uint(block[2]), C.uint(shmem), s.s, params, nil))
+}
+
+// ErrNoGraphs is returned by graph calls when the driver lacks the CUDA graph functions.
+var ErrNoGraphs = errors.New("cuda: this driver has no CUDA graph functions")
+
+// Graphs reports whether the driver has the CUDA graph functions.
+func (d *Driver) Graphs() bool { return d.graphs }
+
+// Graph is a captured sequence of work on a stream, ready to be replayed.
+type Graph struct {
+	d    *Driver
+	g    C.CUgraph
+	exec C.CUgraphExec
+}
+
+// Capture records the work that record enqueues on s (nothing runs) and instantiates it
+// as a graph. Relaxed mode: other threads may keep calling CUDA meanwhile.
+func (s *Stream) Capture(record func() error) (*Graph, error) {
+	if !s.d.graphs {
+		return nil, ErrNoGraphs
+	}
+	const relaxed = 2 // CU_STREAM_CAPTURE_MODE_RELAXED
+	if err := s.d.check("cuStreamBeginCapture_v2", C.moe_cuStreamBeginCapture_v2(s.s, relaxed)); err != nil {
+		return nil, err
+	}
+	recErr := record()
+	g := &Graph{d: s.d}
+	endErr := s.d.check("cuStreamEndCapture", C.moe_cuStreamEndCapture(s.s, &g.g))
+	if recErr != nil || endErr != nil {
+		if g.g != nil {
+			C.moe_cuGraphDestroy(g.g)
+		}
+		return nil, errors.Join(recErr, endErr)
+	}
+	if err := s.d.check("cuGraphInstantiateWithFlags", C.moe_cuGraphInstantiateWithFlags(&g.exec, g.g, 0)); err != nil {
+		C.moe_cuGraphDestroy(g.g)
+		return nil, err
+	}
+	return g, nil
+}
+
+// Launch replays the graph on s.
+func (g *Graph) Launch(s *Stream) error {
+	return g.d.check("cuGraphLaunch", C.moe_cuGraphLaunch(g.exec, s.s))
+}
+
+// Destroy releases the graph.
+func (g *Graph) Destroy() error {
+	err := g.d.check("cuGraphExecDestroy", C.moe_cuGraphExecDestroy(g.exec))
+	return errors.Join(err, g.d.check("cuGraphDestroy", C.moe_cuGraphDestroy(g.g)))
 }

@@ -44,4 +44,16 @@ static CUresult moe_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *n
 static CUresult moe_cuModuleUnload(CUmodule m) { return ((CUresult (*)(CUmodule m))moe_cu_fns[27])(m); }
 static CUresult moe_cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params, void **extra) { return ((CUresult (*)(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params, void **extra))moe_cu_fns[28])(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra); }
 static CUresult moe_cuGetErrorName(int r, const char **s) { return ((CUresult (*)(int r, const char **s))moe_cu_fns[29])(r, s); }
+
+// CUDA graphs (stream capture and replay), bound when the driver has them: the decode path
+// replays one captured forward pass instead of launching its kernels one by one.
+typedef void *CUgraph, *CUgraphExec;
+static void *moe_cu_graph_fns[6];
+static void moe_cu_graph_set(int i, void *p) { moe_cu_graph_fns[i] = p; }
+static CUresult moe_cuStreamBeginCapture_v2(CUstream s, int mode) { return ((CUresult (*)(CUstream, int))moe_cu_graph_fns[0])(s, mode); }
+static CUresult moe_cuStreamEndCapture(CUstream s, CUgraph *g) { return ((CUresult (*)(CUstream, CUgraph *))moe_cu_graph_fns[1])(s, g); }
+static CUresult moe_cuGraphInstantiateWithFlags(CUgraphExec *e, CUgraph g, unsigned long long flags) { return ((CUresult (*)(CUgraphExec *, CUgraph, unsigned long long))moe_cu_graph_fns[2])(e, g, flags); }
+static CUresult moe_cuGraphLaunch(CUgraphExec e, CUstream s) { return ((CUresult (*)(CUgraphExec, CUstream))moe_cu_graph_fns[3])(e, s); }
+static CUresult moe_cuGraphExecDestroy(CUgraphExec e) { return ((CUresult (*)(CUgraphExec))moe_cu_graph_fns[4])(e); }
+static CUresult moe_cuGraphDestroy(CUgraph g) { return ((CUresult (*)(CUgraph))moe_cu_graph_fns[5])(g); }
 #endif

@@ -243,3 +243,61 @@ func TestBlasMatmulNT(t *testing.T) {
 		}
 	}
 }
+
+// A captured kernel launch replays: three launches of a graph of y = 2x + y add 6x.
+func TestGraphReplay(t *testing.T) {
+	g := gpu(t)
+	if !g.d.Graphs() {
+		t.Skip("this driver has no CUDA graph functions")
+	}
+	nv, err := LoadNVRTC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, _ := g.ComputeCapability()
+	cubin, err := nv.Compile("saxpy.cu", saxpySrc, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := g.LoadModule(cubin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unload()
+	f, _ := m.Function("saxpy")
+	s, _ := g.NewStream()
+	defer s.Destroy()
+	const n = 513
+	x, y := make([]float32, n), make([]float32, n)
+	for i := range x {
+		x[i], y[i] = float32(i), 1
+	}
+	dx, _ := g.Alloc(4 * n)
+	dy, _ := g.Alloc(4 * n)
+	defer g.Free(dx)
+	defer g.Free(dy)
+	s.CopyHtoD(dx, f32bytes(x))
+	s.CopyHtoD(dy, f32bytes(y))
+	s.Synchronize()
+	graph, err := s.Capture(func() error {
+		return f.Launch(s, [3]uint32{(n + 255) / 256, 1, 1}, [3]uint32{256, 1, 1}, 0, float32(2), dx, dy, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer graph.Destroy()
+	for range 3 {
+		if err := graph.Launch(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.CopyDtoH(f32bytes(y), dy)
+	if err := s.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range y {
+		if want := 6*float32(i) + 1; v != want {
+			t.Fatalf("y[%d] = %v, want %v", i, v, want)
+		}
+	}
+}

@@ -92,3 +92,31 @@ func TestToolkitLoadFailures(t *testing.T) {
 		t.Error(e.Error())
 	}
 }
+
+// The graph functions are optional: a driver without them loads, says so, and Capture
+// returns ErrNoGraphs; with them, Graphs reports true.
+func TestGraphsOptional(t *testing.T) {
+	var b strings.Builder
+	for _, s := range driverSymbols {
+		fmt.Fprintf(&b, "int %s() { return 0; }\n", s) // a driver whose every call succeeds
+	}
+	without := fakeLib(t, "libcuda-nographs", b.String())
+	d := &Driver{}
+	if err := d.load([]string{without}); err != nil {
+		t.Fatal(err)
+	}
+	if d.Graphs() {
+		t.Error("graphs reported without the graph functions")
+	}
+	if _, err := (&Stream{d: d}).Capture(func() error { return nil }); !errors.Is(err, ErrNoGraphs) {
+		t.Errorf("capture without graphs: %v", err)
+	}
+	for _, s := range graphSymbols {
+		fmt.Fprintf(&b, "int %s() { return 0; }\n", s)
+	}
+	with := fakeLib(t, "libcuda-graphs", b.String())
+	d = &Driver{}
+	if err := d.load([]string{with}); err != nil || !d.Graphs() {
+		t.Errorf("with the graph functions: graphs %v, %v", d.Graphs(), err)
+	}
+}

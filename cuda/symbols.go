@@ -34,3 +34,10 @@ var driverSymbols = []string{
 	"cuLaunchKernel",
 	"cuGetErrorName",
 }
+
+// graphSymbols are the CUDA graph functions of driver_table.h's second table, in order:
+// optional, so that a driver without them still loads (Driver.Graphs reports them).
+var graphSymbols = []string{
+	"cuStreamBeginCapture_v2", "cuStreamEndCapture", "cuGraphInstantiateWithFlags",
+	"cuGraphLaunch", "cuGraphExecDestroy", "cuGraphDestroy",
+}
