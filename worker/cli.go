@@ -44,7 +44,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "worker: %v\n", err)
 	var ue usageError
-	if errors.As(err, &ue) || isFlagError(err) {
+	if errors.As(err, &ue) {
 		return 2
 	}
 	return 1
@@ -69,13 +69,6 @@ func awaitTeardown(ctx context.Context) {
 	}
 }
 
-// isFlagError recognises urfave/cli's own parse errors, which are plain errors.
-func isFlagError(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "flag provided but not defined") || strings.Contains(msg, "invalid value") ||
-		strings.Contains(msg, "flag needs an argument") || strings.Contains(msg, "No help topic")
-}
-
 // Command is bin/worker's command line.
 func Command(stdout, stderr io.Writer) *cli.Command {
 	return &cli.Command{
@@ -85,6 +78,7 @@ func Command(stdout, stderr io.Writer) *cli.Command {
 		ErrWriter: stderr,
 		// Errors are printed once, by Main, with the exit status it chooses.
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+		OnUsageError:   flagError,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "tp", Usage: "tensor-parallel size (overrides MOERUN_TP)"},
 			&cli.IntFlag{Name: "dp", Usage: "data-parallel size (overrides MOERUN_DP; default world/(tp·pcp·pp))"},
@@ -95,6 +89,12 @@ func Command(stdout, stderr io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
 		},
 		Commands: []*cli.Command{collectivesCommand(), runCommand()},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if cmd.Args().Len() > 0 {
+				return usagef("unknown job %q: expected collectives or run", cmd.Args().First())
+			}
+			return cli.ShowRootCommandHelp(cmd)
+		},
 	}
 }
 
@@ -209,10 +209,14 @@ func gpus() (int, string, error) {
 	return n, fmt.Sprintf("CUDA driver %d.%d from %s, NCCL %s from %s", v/1000, v%1000/10, drv.Path(), lib.VersionString(), lib.Path()), nil
 }
 
+// flagError marks urfave/cli's own parse errors (unknown flag, bad value) as usage errors.
+func flagError(_ context.Context, _ *cli.Command, err error, _ bool) error { return usageError{err} }
+
 func collectivesCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "collectives",
-		Usage: "nccl-tests-style sweep of every collective, with the results checked",
+		Name:         "collectives",
+		OnUsageError: flagError,
+		Usage:        "nccl-tests-style sweep of every collective, with the results checked",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ops", Value: "all", Usage: "collectives, comma-separated: " + opNames() + ", or all"},
 			&cli.StringFlag{Name: "dtype", Aliases: []string{"d"}, Value: "float32", Usage: "float32, bf16 or all"},

@@ -24,8 +24,9 @@ import (
 
 func runCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "run",
-		Usage: "time forward passes of one MoE layer (and check them against the float64 reference)",
+		Name:         "run",
+		OnUsageError: flagError,
+		Usage:        "time forward passes of one MoE layer (and check them against the float64 reference)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "preset", Usage: "layer preset: " + strings.Join(moe.PresetNames(), ", ")},
 			&cli.StringFlag{Name: "config", Usage: "layer config JSON file (instead of --preset)"},
