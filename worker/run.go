@@ -188,6 +188,9 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return fmt.Errorf("rank %d: %w", p.Rank, err)
 	}
+	if c, ok := ops.(interface{ Close() error }); ok {
+		defer c.Close() // after the runner has freed its tensors (defers run in reverse)
+	}
 	if ops.Name() == "cpu" {
 		if err := checkMemory(shard, p.LocalWorld); err != nil {
 			return err
@@ -239,6 +242,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 				return fmt.Errorf("rank %d: %w", p.Rank, err)
 			}
 		}
+		l.free()
 		// Every rank's timings and errors meet on rank 0.
 		if res, err = l.gather(ctx, res); err != nil {
 			return err
@@ -299,6 +303,15 @@ type layerRun struct {
 
 	x, logits, out moe.Tensor // this rank's full DP-rank input, its logits, and the final output [T, H]
 	times, comm    []float64
+	owned          []moe.Tensor // what measure allocated, freed by free
+}
+
+// free releases the row's tensors (device memory on a GPU).
+func (l *layerRun) free() {
+	for _, t := range l.owned {
+		l.ops.Free(t)
+	}
+	l.owned = nil
 }
 
 // inputs generates this DP rank's tokens [T, H] (padded to a multiple of tp under sequence
@@ -379,6 +392,7 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 		ops.Free(out)
 		final = all
 	}
+	l.owned = append(l.owned, x, logits, final)
 	l.x, l.logits, l.out = x.RowSlice(0, t), logits.RowSlice(0, t), final.RowSlice(0, t)
 	return runResult{Tokens: l.tokens, Chunks: l.runner.Chunks}, nil
 }
