@@ -380,14 +380,14 @@ func (m *Module) Function(name string) (*Function, error) {
 // Launch enqueues the kernel on s. Arguments are passed by value in their order: uintptr
 // (device pointers), int32, uint32, int64, uint64 and float32; int is passed as int32.
 func (f *Function) Launch(s *Stream, grid, block [3]uint32, shmem uint32, args ...any) error {
+	// C memory holds the values (8 bytes a slot) and the array of pointers to them that
+	// cuLaunchKernel reads: Go memory must not be handed to C as an array of pointers.
 	n := len(args)
-	mem := C.malloc(C.size_t(max(n, 1) * 16))
+	mem := C.calloc(C.size_t(max(n, 1)), 16)
 	defer C.free(mem)
-	vals := unsafe.Slice((*uint64)(mem), 2*max(n, 1))
 	ptrs := unsafe.Slice((*unsafe.Pointer)(unsafe.Add(mem, n*8)), max(n, 1))
 	for i, a := range args {
 		slot := unsafe.Add(mem, i*8)
-		vals[i] = 0
 		switch v := a.(type) {
 		case uintptr:
 			*(*uint64)(slot) = uint64(v)
