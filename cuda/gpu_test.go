@@ -137,19 +137,8 @@ func TestNVRTCKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := g.NewStream()
-	defer s.Destroy()
 	const n = 1000
-	x, y := make([]float32, n), make([]float32, n)
-	for i := range x {
-		x[i], y[i] = float32(i), 1
-	}
-	dx, _ := g.Alloc(4 * n)
-	dy, _ := g.Alloc(4 * n)
-	defer g.Free(dx)
-	defer g.Free(dy)
-	s.CopyHtoD(dx, f32bytes(x))
-	s.CopyHtoD(dy, f32bytes(y))
+	s, dx, dy, y := saxpyData(t, g, n)
 	if err := f.Launch(s, [3]uint32{(n + 255) / 256, 1, 1}, [3]uint32{256, 1, 1}, 0, float32(2), dx, dy, n); err != nil {
 		t.Fatal(err)
 	}
@@ -265,19 +254,8 @@ func TestGraphReplay(t *testing.T) {
 	}
 	defer m.Unload()
 	f, _ := m.Function("saxpy")
-	s, _ := g.NewStream()
-	defer s.Destroy()
 	const n = 513
-	x, y := make([]float32, n), make([]float32, n)
-	for i := range x {
-		x[i], y[i] = float32(i), 1
-	}
-	dx, _ := g.Alloc(4 * n)
-	dy, _ := g.Alloc(4 * n)
-	defer g.Free(dx)
-	defer g.Free(dy)
-	s.CopyHtoD(dx, f32bytes(x))
-	s.CopyHtoD(dy, f32bytes(y))
+	s, dx, dy, y := saxpyData(t, g, n)
 	s.Synchronize()
 	graph, err := s.Capture(func() error {
 		return f.Launch(s, [3]uint32{(n + 255) / 256, 1, 1}, [3]uint32{256, 1, 1}, 0, float32(2), dx, dy, n)
@@ -300,4 +278,25 @@ func TestGraphReplay(t *testing.T) {
 			t.Fatalf("y[%d] = %v, want %v", i, v, want)
 		}
 	}
+}
+
+// saxpyData makes a stream and device vectors x[i] = i and y[i] = 1 (freed by cleanup);
+// y is the host buffer to read the result into.
+func saxpyData(t *testing.T, g *Device, n int) (s *Stream, dx, dy uintptr, y []float32) {
+	t.Helper()
+	s, err := g.NewStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, n)
+	y = make([]float32, n)
+	for i := range x {
+		x[i], y[i] = float32(i), 1
+	}
+	dx, _ = g.Alloc(4 * n)
+	dy, _ = g.Alloc(4 * n)
+	t.Cleanup(func() { g.Free(dx); g.Free(dy); s.Destroy() })
+	s.CopyHtoD(dx, f32bytes(x))
+	s.CopyHtoD(dy, f32bytes(y))
+	return s, dx, dy, y
 }

@@ -327,6 +327,21 @@ func (o *Ops) Route(cfg router.Config, logits, weights, ids moe.Tensor) error {
 		int(cfg.EffectiveScoring()), renorm, scale, bias, grouped, cfg.NumExpertGroup, cfg.TopKGroup)
 }
 
+// perExpert runs one GEMM per local expert that has rows: rows [offsets[l], +counts[l]) of
+// in times the weight block l (blockRows rows of weights) into the same rows of out.
+func (o *Ops) perExpert(counts, offsets []float32, in, weights moe.Tensor, blockRows int, out moe.Tensor) error {
+	for l, c := range counts {
+		rows, off := int(c), int(offsets[l])
+		if rows == 0 {
+			continue
+		}
+		if err := o.Linear(in.RowSlice(off, rows), weights.RowSlice(l*blockRows, blockRows), out.RowSlice(off, rows)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // constant keeps a small array of type dt on the device under name (values given as exact
 // float32s), uploading it again only when its values change: the router's bias and the
 // expert map are the same on every call.
@@ -485,28 +500,14 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 	if err := o.launch1D("moe_gather", total*hd, x.Buf.Ptr(), perm.Buf.Ptr(), weights.Buf.Ptr(), on, k, hd, total, kernelType(dt), xg.Buf.Ptr()); err != nil {
 		return err
 	}
-	for l, c := range hc {
-		rows := int(c)
-		if rows == 0 {
-			continue
-		}
-		off := int(offsets[l])
-		if err := o.Linear(xg.RowSlice(off, rows), w.W13.RowSlice(l*2*inter, 2*inter), h.RowSlice(off, rows)); err != nil {
-			return err
-		}
+	if err := o.perExpert(hc, offsets, xg, w.W13, 2*inter, h); err != nil {
+		return err
 	}
 	if err := o.launch1D("moe_gated", total*inter, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(dt), total, inter, int(act)); err != nil {
 		return err
 	}
-	for l, c := range hc {
-		rows := int(c)
-		if rows == 0 {
-			continue
-		}
-		off := int(offsets[l])
-		if err := o.Linear(a.RowSlice(off, rows), w.W2.RowSlice(l*hd, hd), y.RowSlice(off, rows)); err != nil {
-			return err
-		}
+	if err := o.perExpert(hc, offsets, a, w.W2, hd, y); err != nil {
+		return err
 	}
 	return o.launch1D("moe_combine", n*hd, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, n, k, hd, kernelType(dt), out.Buf.Ptr())
 }
