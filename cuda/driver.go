@@ -181,6 +181,9 @@ func (d *Driver) Device(ordinal int) (*Device, error) {
 	return dev, nil
 }
 
+// Driver is the driver the device came from.
+func (g *Device) Driver() *Driver { return g.d }
+
 // MakeCurrent makes the device's context current on the calling OS thread (lock the
 // goroutine to its thread first).
 func (g *Device) MakeCurrent() error {

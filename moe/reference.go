@@ -3,6 +3,8 @@ package moe
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/moe/router"
@@ -55,14 +57,22 @@ func NewReference(cfg Config, seed uint64) (*Reference, error) {
 	return ref, nil
 }
 
-// generate materialises rows×cols of g, rounded to the layer's dtype, as float64.
+// generate materialises rows×cols of g, rounded to the layer's dtype, as float64, on every
+// CPU: a deepseek-v3 expert is 44 M values, and --check may need dozens of them.
 func (ref *Reference) generate(g *Gen, rows, cols int) []float64 {
 	out := make([]float64, rows*cols)
-	for r := 0; r < rows; r++ {
-		for c := 0; c < cols; c++ {
-			out[r*cols+c] = float64(round(g.At(r, c), ref.dt))
-		}
+	workers := min(runtime.GOMAXPROCS(0), max(rows*cols>>16, 1))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for r := w * rows / workers; r < (w+1)*rows/workers; r++ {
+				for c := 0; c < cols; c++ {
+					out[r*cols+c] = float64(round(g.At(r, c), ref.dt))
+				}
+			}
+		})
 	}
+	wg.Wait()
 	return out
 }
 

@@ -35,7 +35,7 @@ type Ops struct {
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
-	"moe_expert_count", "moe_expert_scatter", "moe_gather", "moe_combine"}
+	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine"}
 
 var _ moe.Ops = (*Ops)(nil)
 
@@ -327,21 +327,6 @@ func (o *Ops) Route(cfg router.Config, logits, weights, ids moe.Tensor) error {
 		int(cfg.EffectiveScoring()), renorm, scale, bias, grouped, cfg.NumExpertGroup, cfg.TopKGroup)
 }
 
-// perExpert runs one GEMM per local expert that has rows: rows [offsets[l], +counts[l]) of
-// in times the weight block l (blockRows rows of weights) into the same rows of out.
-func (o *Ops) perExpert(counts, offsets []float32, in, weights moe.Tensor, blockRows int, out moe.Tensor) error {
-	for l, c := range counts {
-		rows, off := int(c), int(offsets[l])
-		if rows == 0 {
-			continue
-		}
-		if err := o.Linear(in.RowSlice(off, rows), weights.RowSlice(l*blockRows, blockRows), out.RowSlice(off, rows)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // constant keeps a small array of type dt on the device under name (values given as exact
 // float32s), uploading it again only when its values change: the router's bias and the
 // expert map are the same on every call.
@@ -406,11 +391,61 @@ func (o *Ops) Close() error {
 	return err
 }
 
-// Experts runs the local experts over the routed rows: bucket the slots by local expert on
-// the device, read the per-expert counts back (the one host synchronisation of a forward
-// pass: cuBLAS takes each GEMM's row count from the host; the decode path's batched GEMM of
-// the performance work removes it), gather the rows, two GEMMs per expert that has rows,
-// the gated activation, and the weighted sum over top-k in float32.
+// tilePlan sizes the expert GEMMs of one Experts call from what the host knows before
+// routing (rows n, top-k k, local experts): every expert's rows are cut into tiles of R
+// rows, and the batched GEMMs run over at most MaxTiles tiles, a bound that holds for every
+// routing, so that the host never needs the per-expert counts (see moe_expert_plan).
+type tilePlan struct {
+	R, MaxTiles int
+	// Exact: read back the number of tiles in use (one device-to-host copy of 4 bytes, the
+	// one synchronisation of a forward pass, forced because cuBLAS takes the batch count
+	// from the host) and run only those. Chosen when the spare tiles of MaxTiles could cost
+	// compute that matters: past the decode regime, where GEMMs stop being bound by reading
+	// the weights.
+	Exact bool
+}
+
+const (
+	// minTileRows and maxTileRows bound R: small tiles keep decode padding low, 256-row
+	// tiles run the batched GEMM near its peak in prefill (../shared/docs/GROUPED-GEMM.md,
+	// table B: 588 TFLOP/s at 256 rows per entry).
+	minTileRows = 8
+	maxTileRows = 256
+	// decodeRowsPerExpert: while the padded GEMM rows stay under this many per local
+	// expert, the GEMMs are bound by streaming the weights and padding is nearly free.
+	decodeRowsPerExpert = 128
+	// maxPlanExperts is the plan kernel's block size (MOE_PLAN_THREADS).
+	maxPlanExperts = 1024
+)
+
+func planTiles(n, k, local int) tilePlan {
+	slots := n * k
+	touched := min(local, slots)
+	if touched == 0 {
+		return tilePlan{R: 1}
+	}
+	avg := (slots + touched - 1) / touched
+	r := minTileRows
+	for r < 2*avg && r < maxTileRows {
+		r *= 2
+	}
+	// One token sends an expert at most one row; R stays a multiple of 8 so that every
+	// tile of bf16 rows starts 16-byte aligned, as cuBLAS's fast kernels want (it cannot
+	// see the addresses in device pointer arrays).
+	r = min(r, (n+7)/8*8)
+	maxTiles := min(slots, (slots+touched*(r-1))/r)
+	return tilePlan{R: r, MaxTiles: maxTiles, Exact: maxTiles*r > decodeRowsPerExpert*local}
+}
+
+// expertMode forces the expert GEMM plan in tests: 0 chooses by size, 1 never reads the
+// tile count back (decode), 2 always does (exact).
+var expertMode = 0
+
+// Experts runs the local experts over the routed rows: count the slots per local expert,
+// plan the tiles and write the GEMMs' pointer arrays on the device, gather the rows tile by
+// tile, one batched GEMM for gate and up of every tile, the gated activation, one batched
+// GEMM for down, and the weighted sum over top-k in float32. No host synchronisation
+// unless the plan is Exact (prefill sizes).
 func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMap []int32, act moe.Activation, onInput bool, out moe.Tensor) error {
 	n, k, hd, inter := x.Rows, weights.Cols, w.H, w.I
 	switch {
@@ -420,14 +455,28 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		return fmt.Errorf("gpu: experts with weights %v and ids %v for %d rows", weights, ids, n)
 	case w.W13.Rows != w.Local*2*inter || w.W13.Cols != hd || w.W2.Rows != w.Local*hd || w.W2.Cols != inter:
 		return fmt.Errorf("gpu: expert weights W13 %v, W2 %v for %d experts of %d×%d", w.W13, w.W2, w.Local, inter, hd)
+	case w.W13.DType() != x.DType() || w.W2.DType() != x.DType():
+		return fmt.Errorf("gpu: expert weights are %v and %v, activations %v", w.W13.DType(), w.W2.DType(), x.DType())
 	case onInput && k != 1:
 		return fmt.Errorf("gpu: router weight on the input needs top-k 1, not %d", k)
+	case w.Local > maxPlanExperts:
+		return fmt.Errorf("gpu: %d local experts, the expert plan holds at most %d", w.Local, maxPlanExperts)
 	}
 	if n == 0 {
 		return nil
 	}
 	slots := n * k
 	dt := x.DType()
+	plan := planTiles(n, k, w.Local)
+	switch expertMode {
+	case 1:
+		plan.Exact = false
+	case 2:
+		plan.Exact = true
+	}
+	if w.Local == 0 || plan.MaxTiles == 0 {
+		return o.Zero(out)
+	}
 	var emap uintptr
 	if expertMap != nil {
 		m := make([]float32, len(expertMap))
@@ -440,73 +489,80 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		}
 		emap = p
 	}
-	counts, err := o.buffer("experts.counts", dtype.Int32, 1, w.Local)
-	if err != nil {
-		return err
+	rows := plan.MaxTiles * plan.R
+	bufs := []struct {
+		name       string
+		dt         dtype.DType
+		rows, cols int
+	}{
+		{"experts.counts", dtype.Int32, 1, w.Local},
+		{"experts.cursor", dtype.Int32, 1, w.Local},
+		{"experts.used", dtype.Int32, 1, 1},
+		{"experts.ptrs", dtype.Int32, 6 * plan.MaxTiles, 2}, // 6 arrays of 64-bit addresses
+		{"experts.perm", dtype.Int32, 1, rows},
+		{"experts.pos", dtype.Int32, 1, slots},
+		{"experts.x", dt, rows, hd},
+		{"experts.h", dt, rows + plan.R, 2 * inter}, // + the spare output tile
+		{"experts.a", dt, rows, inter},
+		{"experts.y", dt, rows + plan.R, hd},
 	}
-	perm, err := o.buffer("experts.perm", dtype.Int32, 1, slots)
-	if err != nil {
-		return err
+	t := make([]moe.Tensor, len(bufs))
+	for i, b := range bufs {
+		var err error
+		if t[i], err = o.buffer(b.name, b.dt, b.rows, b.cols); err != nil {
+			return err
+		}
 	}
-	pos, err := o.buffer("experts.pos", dtype.Int32, 1, slots)
-	if err != nil {
-		return err
-	}
+	counts, cursor, used, ptrs, perm, pos, xg, h, a, y := t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]
+	esz := uint64(dt.Size())
+	r := uint64(plan.R)
 	if err := o.Zero(counts); err != nil {
+		return err
+	}
+	if err := o.stream.Memset(perm.Buf.Ptr(), 0xff, perm.Buf.Bytes()); err != nil { // -1: padding
 		return err
 	}
 	if err := o.launch1D("moe_expert_count", slots, ids.Buf.Ptr(), emap, slots, counts.Buf.Ptr()); err != nil {
 		return err
 	}
-	hc := make([]float32, w.Local)
-	if err := o.Download(counts, hc); err != nil {
+	if err := o.fn["moe_expert_plan"].Launch(o.stream, [3]uint32{1, 1, 1}, [3]uint32{maxPlanExperts, 1, 1}, 0,
+		counts.Buf.Ptr(), w.Local, plan.R, plan.MaxTiles, cursor.Buf.Ptr(), ptrs.Buf.Ptr(), used.Buf.Ptr(),
+		uint64(w.W13.Buf.Ptr()), uint64(2*inter*hd)*esz, uint64(w.W2.Buf.Ptr()), uint64(hd*inter)*esz,
+		uint64(xg.Buf.Ptr()), r*uint64(hd)*esz, uint64(h.Buf.Ptr()), r*uint64(2*inter)*esz,
+		uint64(a.Buf.Ptr()), r*uint64(inter)*esz, uint64(y.Buf.Ptr()), r*uint64(hd)*esz,
+		uint64(h.Buf.Ptr())+uint64(rows)*uint64(2*inter)*esz, uint64(y.Buf.Ptr())+uint64(rows)*uint64(hd)*esz); err != nil {
 		return err
 	}
-	offsets := make([]float32, w.Local)
-	total := 0
-	for l, c := range hc {
-		offsets[l] = float32(total)
-		total += int(c)
-	}
-	if err := o.Upload(counts, offsets); err != nil { // counts becomes the cursor
+	if err := o.launch1D("moe_expert_scatter", slots, ids.Buf.Ptr(), emap, slots, cursor.Buf.Ptr(), perm.Buf.Ptr(), pos.Buf.Ptr()); err != nil {
 		return err
 	}
-	if err := o.launch1D("moe_expert_scatter", slots, ids.Buf.Ptr(), emap, slots, counts.Buf.Ptr(), perm.Buf.Ptr(), pos.Buf.Ptr()); err != nil {
-		return err
+	tiles := plan.MaxTiles
+	if plan.Exact {
+		hu := make([]float32, 1)
+		if err := o.Download(used, hu); err != nil {
+			return err
+		}
+		tiles = int(hu[0])
 	}
-	if total == 0 {
+	if tiles == 0 {
 		return o.Zero(out)
 	}
-	xg, err := o.buffer("experts.x", dt, total, hd)
-	if err != nil {
-		return err
-	}
-	h, err := o.buffer("experts.h", dt, total, 2*inter)
-	if err != nil {
-		return err
-	}
-	a, err := o.buffer("experts.a", dt, total, inter)
-	if err != nil {
-		return err
-	}
-	y, err := o.buffer("experts.y", dt, total, hd)
-	if err != nil {
-		return err
-	}
+	live := tiles * plan.R
 	on := 0
 	if onInput {
 		on = 1
 	}
-	if err := o.launch1D("moe_gather", total*hd, x.Buf.Ptr(), perm.Buf.Ptr(), weights.Buf.Ptr(), on, k, hd, total, kernelType(dt), xg.Buf.Ptr()); err != nil {
+	if err := o.launch1D("moe_gather", live*hd, x.Buf.Ptr(), perm.Buf.Ptr(), weights.Buf.Ptr(), on, k, hd, int64(live), kernelType(dt), xg.Buf.Ptr()); err != nil {
 		return err
 	}
-	if err := o.perExpert(hc, offsets, xg, w.W13, 2*inter, h); err != nil {
+	arr := func(i int) uintptr { return ptrs.Buf.Ptr() + uintptr(i*plan.MaxTiles*8) }
+	if err := o.blas.BatchedMatmulNT(plan.R, 2*inter, hd, 1, arr(1), dt, arr(0), dt, 0, arr(2), dt, tiles); err != nil {
 		return err
 	}
-	if err := o.launch1D("moe_gated", total*inter, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(dt), total, inter, int(act)); err != nil {
+	if err := o.launch1D("moe_gated", live*inter, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(dt), live, inter, int(act)); err != nil {
 		return err
 	}
-	if err := o.perExpert(hc, offsets, a, w.W2, hd, y); err != nil {
+	if err := o.blas.BatchedMatmulNT(plan.R, hd, inter, 1, arr(4), dt, arr(3), dt, 0, arr(5), dt, tiles); err != nil {
 		return err
 	}
 	return o.launch1D("moe_combine", n*hd, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, n, k, hd, kernelType(dt), out.Buf.Ptr())

@@ -216,8 +216,13 @@ func TestExpertsMatchCPU(t *testing.T) {
 		{9, 4, 3, 32, 48, []int32{2, -1, 0, -1, 1, -1}, false, dtype.BFloat16},
 		{12, 1, 4, 8, 16, nil, true, dtype.BFloat16},
 		{5, 2, 2, 8, 16, []int32{-1, -1, 0, 1}, false, dtype.Float32}, // may route nothing here
+		{300, 2, 3, 16, 32, nil, false, dtype.BFloat16},                // experts of several tiles
+		{70, 8, 16, 16, 32, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
 	}
-	for i, tc := range cases {
+	defer func() { expertMode = 0 }()
+	for m := range 3 * len(cases) {
+		i, tc := m%len(cases), cases[m%len(cases)]
+		expertMode = m / len(cases) // every case under each plan: by size, decode, exact
 		global := tc.local
 		if tc.emap != nil {
 			global = len(tc.emap)
@@ -242,7 +247,7 @@ func TestExpertsMatchCPU(t *testing.T) {
 		out := both(t, o, c, tc.dt, tc.n, tc.h, nil)
 		ew := &moe.ExpertWeights{Local: tc.local, I: tc.inter, H: tc.h, W13: w13.g, W2: w2.g}
 		if err := o.Experts(x.g, w.g, ids.g, ew, tc.emap, moe.SiLU, tc.onInput, out.g); err != nil {
-			t.Fatalf("case %d: %v", i, err)
+			t.Fatalf("case %d, mode %d: %v", i, expertMode, err)
 		}
 		ec := *ew
 		ec.W13, ec.W2 = w13.c, w2.c
@@ -253,6 +258,86 @@ func TestExpertsMatchCPU(t *testing.T) {
 		if tc.dt == dtype.BFloat16 {
 			tol = 3e-2
 		}
-		compare(t, fmt.Sprintf("experts case %d", i), o, c, out, tol)
+		compare(t, fmt.Sprintf("experts case %d mode %d", i, expertMode), o, c, out, tol)
+	}
+}
+
+// The decode path replays from a CUDA graph: routing and experts captured once, then
+// replayed on new tokens and logits that pick other experts, each replay matching the CPU.
+// This holds only because nothing in the path reads counts back to the host.
+func TestDecodeGraphReplay(t *testing.T) {
+	o := device(t)
+	if !o.dev.Driver().Graphs() {
+		t.Skip("driver without CUDA graphs")
+	}
+	c := cpu.New()
+	r := rand.New(rand.NewPCG(7, 8))
+	rnd := func(n int, s float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * s)
+		}
+		return v
+	}
+	const n, experts, local, inter, h = 6, 64, 32, 32, 64
+	cfg := router.Config{NumExperts: experts, TopK: 8, Renormalize: true}
+	emap := make([]int32, experts)
+	for e := range emap {
+		emap[e] = -1
+		if e%2 == 1 {
+			emap[e] = int32(e / 2)
+		}
+	}
+	if p := planTiles(n, cfg.TopK, local); p.Exact {
+		t.Fatalf("plan %+v: the test wants the decode plan", p)
+	}
+	x := both(t, o, c, dtype.BFloat16, n, h, nil)
+	logits := both(t, o, c, dtype.Float32, n, experts, nil)
+	w := both(t, o, c, dtype.Float32, n, cfg.TopK, nil)
+	ids := both(t, o, c, dtype.Int32, n, cfg.TopK, nil)
+	w13 := both(t, o, c, dtype.BFloat16, local*2*inter, h, rnd(local*2*inter*h, 1/math.Sqrt(h)))
+	w2 := both(t, o, c, dtype.BFloat16, local*h, inter, rnd(local*h*inter, 1/math.Sqrt(inter)))
+	out := both(t, o, c, dtype.BFloat16, n, h, nil)
+	ew := &moe.ExpertWeights{Local: local, I: inter, H: h, W13: w13.g, W2: w2.g}
+	ec := *ew
+	ec.W13, ec.W2 = w13.c, w2.c
+	forward := func() error {
+		if err := o.Route(cfg, logits.g, w.g, ids.g); err != nil {
+			return err
+		}
+		return o.Experts(x.g, w.g, ids.g, ew, emap, moe.SiLU, false, out.g)
+	}
+	if err := forward(); err != nil { // sizes the scratch and uploads the constants
+		t.Fatal(err)
+	}
+	g, err := o.stream.Capture(forward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Destroy()
+	for trial := range 3 {
+		xv, lv := rnd(n*h, 1), rnd(n*experts, 3)
+		for _, p := range []struct {
+			t pair
+			v []float32
+		}{{x, xv}, {logits, lv}} {
+			if err := o.Upload(p.t.g, p.v); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Upload(p.t.c, p.v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := g.Launch(o.stream); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Route(cfg, logits.c, w.c, ids.c); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Experts(x.c, w.c, ids.c, &ec, emap, moe.SiLU, false, out.c); err != nil {
+			t.Fatal(err)
+		}
+		compare(t, fmt.Sprintf("replay %d ids", trial), o, c, ids, 0)
+		compare(t, fmt.Sprintf("replay %d output", trial), o, c, out, 3e-2)
 	}
 }

@@ -161,11 +161,19 @@ extern "C" __global__ void moe_route(const float *logits, float *weights, int *i
   if (scale != 1.0f) for (int j = 0; j < K; j++) w[j] *= scale;
 }
 
-// Grouped experts. Slots (token t, choice j) are bucketed by local expert: moe_expert_count
-// counts them, the host turns counts into offsets, moe_expert_scatter places each slot
-// (perm: position → slot; pos: slot → position, -1 for experts elsewhere), moe_gather
-// copies the rows (scaled by the router weight when it goes on the input), and
-// moe_combine sums the weighted expert outputs of each token in slot order in float32.
+// Grouped experts, with no host round trip. Slots (token t, choice j) are bucketed by local
+// expert into tiles of R rows: expert e owns tiles [start_e, start_e + ceil(count_e/R)) of
+// an expert-major, tile-padded layout. moe_expert_count counts the slots per expert;
+// moe_expert_plan (one block) scans the tile counts, sets each expert's first row (the
+// scatter cursor), and writes the device pointer arrays of the two batched GEMMs (one
+// entry per tile: weights, input rows, output rows). Entries past the used tiles repeat the
+// last used tile's weights and inputs and write into a spare output tile, so that a GEMM
+// over a fixed number of entries (sized on the host from n, k and the expert count alone)
+// stays correct and reads no new weights (adjacent duplicates hit L2). moe_expert_scatter
+// places each slot (perm: row -> slot or -1 for padding; pos: slot -> row, -1 for experts
+// elsewhere), moe_gather copies the rows (scaled by the router weight when it goes on the
+// input, zero for padding), and moe_combine sums the weighted expert outputs of each token
+// in slot order in float32.
 __device__ __forceinline__ int local_expert(const int *ids, const int *map, int slot) {
   int e = ids[slot];
   return map ? map[e] : e;
@@ -176,6 +184,58 @@ extern "C" __global__ void moe_expert_count(const int *ids, const int *map, int 
   if (s >= slots) return;
   int l = local_expert(ids, map, s);
   if (l >= 0) atomicAdd(&counts[l], 1);
+}
+
+#define MOE_PLAN_THREADS 1024
+
+// ptrs holds 6 arrays of maxTiles addresses: gate_up weights, inputs, outputs; down
+// weights, inputs, outputs. used[0] receives the number of tiles in use.
+extern "C" __global__ void moe_expert_plan(const int *counts, int local, int R, int maxTiles, int *cursor,
+                                           u64 *ptrs, int *used, u64 w13, u64 w13Stride, u64 w2, u64 w2Stride,
+                                           u64 xg, u64 xgTile, u64 h, u64 hTile, u64 a, u64 aTile, u64 y,
+                                           u64 yTile, u64 hSpare, u64 ySpare) {
+  __shared__ int scan[MOE_PLAN_THREADS];
+  __shared__ int lastExpert;
+  int t = threadIdx.x;
+  int tiles = t < local ? (counts[t] + R - 1) / R : 0;
+  scan[t] = tiles;
+  if (t == 0) lastExpert = 0;
+  __syncthreads();
+  for (int off = 1; off < MOE_PLAN_THREADS; off <<= 1) {
+    int v = t >= off ? scan[t - off] : 0;
+    __syncthreads();
+    scan[t] += v;
+    __syncthreads();
+  }
+  int total = scan[MOE_PLAN_THREADS - 1];
+  int begin = scan[t] - tiles;
+  u64 *A13 = ptrs, *B13 = ptrs + maxTiles, *C13 = ptrs + 2 * maxTiles;
+  u64 *A2 = ptrs + 3 * maxTiles, *B2 = ptrs + 4 * maxTiles, *C2 = ptrs + 5 * maxTiles;
+  if (t < local) {
+    cursor[t] = begin * R;
+    for (int j = 0; j < tiles; j++) {
+      int tile = begin + j;
+      if (tile >= maxTiles) break;  // cannot happen: maxTiles bounds every routing
+      A13[tile] = w13 + (u64)t * w13Stride;
+      B13[tile] = xg + (u64)tile * xgTile;
+      C13[tile] = h + (u64)tile * hTile;
+      A2[tile] = w2 + (u64)t * w2Stride;
+      B2[tile] = a + (u64)tile * aTile;
+      C2[tile] = y + (u64)tile * yTile;
+    }
+    if (tiles > 0 && begin + tiles == total) lastExpert = t;
+  }
+  if (t == 0) used[0] = total < maxTiles ? total : maxTiles;
+  __syncthreads();
+  int last = total > 0 ? (total < maxTiles ? total : maxTiles) - 1 : 0;
+  for (int tile = total + t; tile < maxTiles; tile += MOE_PLAN_THREADS) {
+    A13[tile] = w13 + (u64)lastExpert * w13Stride;
+    B13[tile] = xg + (u64)last * xgTile;
+    C13[tile] = hSpare;
+    A2[tile] = w2 + (u64)lastExpert * w2Stride;
+    B2[tile] = a + (u64)last * aTile;
+    C2[tile] = ySpare;
+  }
 }
 
 extern "C" __global__ void moe_expert_scatter(const int *ids, const int *map, int slots, int *cursor, int *perm, int *pos) {
@@ -189,13 +249,16 @@ extern "C" __global__ void moe_expert_scatter(const int *ids, const int *map, in
 }
 
 extern "C" __global__ void moe_gather(const void *x, const int *perm, const float *w, int onInput, int k, int h,
-                                      int rows, int dt, void *xg) {
+                                      long long rows, int dt, void *xg) {
   long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= (long long)rows * h) return;
+  if (i >= rows * h) return;
   long long p = i / h, c = i % h;
   int s = perm[p];
-  float v = load(x, (long long)(s / k) * h + c, dt);
-  if (onInput) v *= w[s];
+  float v = 0.0f;
+  if (s >= 0) {
+    v = load(x, (long long)(s / k) * h + c, dt);
+    if (onInput) v *= w[s];
+  }
   store(xg, i, v, dt);
 }
 

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/moerun/moerun/dtype"
@@ -23,5 +24,58 @@ func TestGrid1D(t *testing.T) {
 	}
 	if kernelType(dtype.BFloat16) != 1 || kernelType(dtype.Float32) != 0 {
 		t.Error("kernel element types")
+	}
+}
+
+// The tile plan bounds every routing: for any split of n·k slots over the local experts
+// (each expert at most n rows), the tiles in use fit in MaxTiles, and tiles stay aligned.
+func TestPlanTilesBoundsEveryRouting(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, c := range []struct{ n, k, local int }{
+		{1, 1, 1}, {1, 8, 128}, {2, 8, 128}, {32, 8, 128}, {256, 8, 128}, {2048, 8, 128}, {8192, 8, 128},
+		{2, 2, 4}, {256, 2, 4}, {8192, 2, 4}, {5, 3, 2}, {300, 2, 2}, {7, 1, 256}, {3, 8, 512},
+	} {
+		p := planTiles(c.n, c.k, c.local)
+		if p.R%8 != 0 || p.R < 8 || p.R > maxTileRows || p.MaxTiles < 1 || p.MaxTiles > c.n*c.k {
+			t.Fatalf("%+v: plan %+v", c, p)
+		}
+		for trial := 0; trial < 200; trial++ {
+			counts := make([]int, c.local)
+			// Each token picks k distinct experts: uniform, skewed, or all on the first k.
+			for tok := 0; tok < c.n; tok++ {
+				picked := map[int]bool{}
+				for len(picked) < min(c.k, c.local) {
+					var e int
+					switch trial % 3 {
+					case 0:
+						e = r.IntN(c.local)
+					case 1:
+						e = int(float64(c.local) * r.Float64() * r.Float64())
+					default:
+						e = len(picked)
+					}
+					picked[e] = true
+				}
+				for e := range picked {
+					counts[e]++
+				}
+			}
+			tiles := 0
+			for _, m := range counts {
+				tiles += (m + p.R - 1) / p.R
+			}
+			if tiles > p.MaxTiles {
+				t.Fatalf("%+v: routing %v needs %d tiles of %d rows, plan allows %d", c, counts, tiles, p.R, p.MaxTiles)
+			}
+		}
+	}
+	// Decode sizes never read the tile count back; prefill sizes do.
+	for _, c := range []struct {
+		n, k, local int
+		exact       bool
+	}{{2, 8, 128, false}, {32, 8, 128, false}, {256, 8, 128, false}, {2048, 8, 128, true}, {8192, 8, 128, true}, {2, 2, 4, false}, {8192, 2, 4, true}} {
+		if p := planTiles(c.n, c.k, c.local); p.Exact != c.exact {
+			t.Errorf("n %d k %d local %d: plan %+v, want exact %v", c.n, c.k, c.local, p, c.exact)
+		}
 	}
 }
