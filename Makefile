@@ -5,13 +5,14 @@ export CGO_ENABLED := 1
 # Tests run with the race detector; TESTFLAGS adds more (e.g. TESTFLAGS=-run=Conformance).
 TESTFLAGS ?=
 
-.PHONY: all build run test lint clean bench-cpu
+.PHONY: all build run test lint clean bench-cpu bench-gpu
 
 all: build
 
 build:
 	$(GO) build -o bin/launch ./cmd/launch
 	$(GO) build -o bin/worker ./cmd/worker
+	$(GO) build -o bin/benchreport ./cmd/benchreport
 
 # The demo: four CPU ranks (tp 2 × dp 2, expert parallel, so sequence-parallel MoE) run a
 # DeepSeek-style layer and check every output row against the float64 reference.
@@ -30,6 +31,14 @@ lint:
 # Debian's openmpi-bin and libopenmpi-dev.
 bench-cpu: build
 	bench/cpu-vs-openmpi.sh 4 64M 3
+
+# moerun beside PyTorch on a GPU host with 2 GPUs (bench/gpu.sh; OUT=DIR, PRESETS, TOKENS).
+# The GPU hosts have no Go: build here (make build), carry bin/ and .gpu/bench there, run
+# it there. So this target does not build.
+bench-gpu:
+	@missing=; for b in bin/worker bin/launch bin/benchreport; do [ -x $$b ] || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then echo "bench-gpu:$$missing missing: run 'make build' on a machine with Go and carry bin/ here" >&2; exit 1; fi
+	bench/gpu.sh $(OUT)
 
 clean:
 	rm -rf bin
