@@ -85,7 +85,7 @@ func Command(stdout, stderr io.Writer) *cli.Command {
 			&cli.IntFlag{Name: "pcp", Usage: "prefill context-parallel size (overrides MOERUN_PCP)"},
 			&cli.IntFlag{Name: "pp", Usage: "pipeline-parallel size (overrides MOERUN_PP)"},
 			&cli.BoolFlag{Name: "ep", Usage: "expert parallelism (overrides MOERUN_EP)"},
-			&cli.StringFlag{Name: "backend", Value: "auto", Usage: "communicator backend: auto or " + strings.Join(comm.Backends(), ", ")},
+			&cli.StringFlag{Name: "backend", Value: "auto", Usage: "communicator backend: auto, cpu (the CPU backend, tcp) or " + strings.Join(comm.Backends(), ", ")},
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
 		},
 		Commands: []*cli.Command{collectivesCommand(), runCommand()},
@@ -178,13 +178,15 @@ func chooseBackend(name string, stderr io.Writer, rank int) (string, int, error)
 			fmt.Fprintf(stderr, "worker: %d GPU(s); nccl backend (%s)\n", n, libs)
 		}
 		return "nccl", n, nil
+	case "cpu":
+		return "tcp", 0, nil // the CPU backend's name in the and users' words
 	}
 	for _, b := range comm.Backends() {
 		if b == name {
 			return name, 0, nil
 		}
 	}
-	return "", 0, usagef("--backend %q: expected auto or one of %s", name, strings.Join(comm.Backends(), ", "))
+	return "", 0, usagef("--backend %q: expected auto, cpu or one of %s", name, strings.Join(comm.Backends(), ", "))
 }
 
 // gpus loads the CUDA driver and NCCL, counts the devices, and names the libraries loaded
