@@ -211,4 +211,7 @@ type Report struct {
 	Ranks   int      `json:"ranks"`
 	Options any      `json:"options"`
 	Results []Result `json:"results"`
+	// ReadyUnix is when every communicator of every rank was ready (Unix seconds; 0 if
+	// unknown): the start-up time, measured from the launch.
+	ReadyUnix float64 `json:"ready_unix_s,omitempty"`
 }

@@ -30,6 +30,7 @@ type Runner struct {
 	hpad   int // moe_config.hidden_dim
 
 	experts   ExpertWeights
+	onRoute   func(ids Tensor) error
 	shared    *MLPWeights
 	latentIn  Tensor // [L, H]
 	latentOut Tensor // [H, L]
@@ -205,6 +206,11 @@ func (r *Runner) checkGroups() error {
 	}
 	return nil
 }
+
+// SetRouteHook has f called with each chunk's expert ids [rows, K] (every row that this
+// rank's experts see: after dispatch and the PCP gather) right after routing, or no more
+// calls when f is nil. For statistics outside timed passes: f may wait for the device.
+func (r *Runner) SetRouteHook(f func(ids Tensor) error) { r.onRoute = f }
 
 // Shard is the plan this runner executes.
 func (r *Runner) Shard() Shard { return r.shard }
@@ -388,6 +394,11 @@ func (r *Runner) chunkStep(ctx context.Context, i int, sizes []int, xs, ls, dst 
 	w, ids := r.weights.RowSlice(0, x.Rows), r.ids.RowSlice(0, x.Rows)
 	if err := ops.Route(r.rc, l, w, ids); err != nil {
 		return fmt.Errorf("route: %w", err)
+	}
+	if r.onRoute != nil {
+		if err := r.onRoute(ids); err != nil {
+			return fmt.Errorf("route hook: %w", err)
+		}
 	}
 	y := dst
 	if r.dispatch != nil || r.pcp != nil {

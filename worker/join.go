@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/moerun/moerun/comm"
 	"github.com/moerun/moerun/rank"
@@ -21,6 +22,8 @@ type Job struct {
 	World   comm.Communicator
 	groups  map[rank.GroupKind]comm.Communicator
 	server  *rendezvous.Server // the store this process serves (rank 0 under mpirun/Slurm, or alone)
+	// ReadyUnix is when every communicator of every rank was ready (Unix seconds).
+	ReadyUnix float64
 }
 
 // Join connects to the job's store (serving it first when this rank must), opens the world
@@ -60,6 +63,11 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 		}
 		j.groups[kind] = g
 	}
+	// Ready once every rank is: the start-up time users compare with torchrun's.
+	if err := j.World.Barrier(wctx); err != nil {
+		return nil, fmt.Errorf("barrier after joining: %w", err)
+	}
+	j.ReadyUnix = float64(time.Now().UnixNano()) / 1e9
 	return j, nil
 }
 

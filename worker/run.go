@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v3"
 
@@ -39,6 +38,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
 			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
 			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
+			&cli.BoolFlag{Name: "match-ref", Usage: "make the layer ../shared/bench/moe_ref.py's: softmax top-k renormalised, no shared experts, bf16, silu, not chunked unless --chunk"},
 		},
 		Action: runLayer,
 	}
@@ -63,6 +63,9 @@ func layerConfig(cmd *cli.Command) (moe.Config, error) {
 	default:
 		return cfg, usagef("no layer: give --preset NAME (%s) or --config FILE", strings.Join(moe.PresetNames(), ", "))
 	}
+	if cmd.Bool("match-ref") {
+		cfg = matchRef(cfg)
+	}
 	if cmd.IsSet("chunk") {
 		if c := cmd.Int("chunk"); c < 1 {
 			return cfg, usagef("--chunk %d: expected at least 1 row", c)
@@ -73,6 +76,20 @@ func layerConfig(cmd *cli.Command) (moe.Config, error) {
 		return cfg, usageError{err}
 	}
 	return cfg, nil
+}
+
+// matchRef strips cfg down to the layer that moe_ref.py times (the PyTorch reference of
+// the performance work), so that rows compare like with like: the same sizes, softmax
+// top-k with renormalisation, no grouped routing, bias, scaling, shared experts, latent
+// transform or padding, bf16 and silu. (No chunking either: runLayer sets the chunk to the
+// largest row unless --chunk is given.)
+func matchRef(c moe.Config) moe.Config {
+	c.Name += "+match-ref"
+	c.Scoring, c.Renormalize = "softmax", true
+	c.ExpertGroups, c.TopKGroup, c.ScoreBias, c.RoutedScaling = 0, 0, false, 0
+	c.SharedIntermediate, c.Latent, c.PadTo, c.WeightOnInput = 0, 0, 0, false
+	c.Activation, c.DType = "silu", "bfloat16"
+	return c
 }
 
 // tokenRows turns --tokens and --tokens-per-rank into table rows: each row is the token
@@ -130,11 +147,29 @@ type runResult struct {
 	MsMax     float64 `json:"ms_max"`
 	CommShare float64 `json:"comm_share"`
 	GFLOPS    float64 `json:"gflops_per_rank"`
+	// Per GPU (the busiest rank for bytes and FLOPs): time in collectives (median of the
+	// slowest rank's), useful TFLOP/s and weight bytes read per second at the median.
+	CommMs       float64 `json:"comm_ms"`
+	TFLOPS       float64 `json:"tflops_per_gpu"`
+	WeightGBps   float64 `json:"weight_gbps"`
+	TouchedBytes float64 `json:"touched_weight_bytes"`
+	FLOPs        float64 `json:"flops_per_gpu"`
+	// The bound: max(bytes ÷ HBM rate, FLOPs ÷ peak) + the same collectives measured alone,
+	// of the rank where it is largest.
+	BoundMs     float64 `json:"bound_ms"`
+	BoundHBMMs  float64 `json:"bound_hbm_ms"`
+	BoundFlopMs float64 `json:"bound_flop_ms"`
+	BoundCommMs float64 `json:"bound_comm_ms"`
+	BoundKind   string  `json:"bound_kind"`
 	MaxAbsErr float64 `json:"max_abs_err,omitempty"`
 	Checked   int     `json:"rows_checked,omitempty"`
 }
 
 type runReport struct {
+	Preset     string      `json:"preset,omitempty"`
+	MatchRef   bool        `json:"match_ref"`
+	Peaks      peaks       `json:"peaks"`
+	ReadyUnix  float64     `json:"ready_unix_s"` // when every communicator of every rank was ready
 	Layer      moe.Config  `json:"layer"`
 	Layout     string      `json:"layout"`
 	Backend    string      `json:"backend"`
@@ -159,14 +194,21 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	rows, err := tokenRows(cmd, p.Layout.DP)
+	if err != nil {
+		return err
+	}
+	if cmd.Bool("match-ref") && !cmd.IsSet("chunk") {
+		// moe_ref.py runs each forward whole: one chunk as large as the largest row.
+		cfg.Chunk = 1
+		for _, r := range rows {
+			cfg.Chunk = max(cfg.Chunk, slices.Max(r))
+		}
+	}
 	// Everything that can be wrong with the input is found before any collective starts.
 	shard, err := moe.NewShard(cfg, p.Layout, p.Rank)
 	if err != nil {
 		return usageError{fmt.Errorf("layout %v: %w", p.Layout, err)}
-	}
-	rows, err := tokenRows(cmd, p.Layout.DP)
-	if err != nil {
-		return err
 	}
 	iters, warmup := cmd.Int("iters"), cmd.Int("warmup")
 	if iters < 1 || warmup < 0 {
@@ -199,7 +241,8 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintf(cmd.Root().ErrWriter, "worker: GPU ops: %s\n", g.Libraries)
 	}
 
-	clock := &commClock{}
+	clock := &commClock{watch: newStopwatch(ops)}
+	defer clock.watch.Close()
 	groups := moe.Groups{
 		TP: clock.wrap(j.Group(rank.TP)), DP: clock.wrap(j.Group(rank.DP)),
 		PCP: clock.wrap(j.Group(rank.PCP)), EP: clock.wrap(j.Group(rank.EP)),
@@ -218,16 +261,22 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 
 	out := cmd.Root().Writer
 	dt, _ := cfg.ElementType()
-	report := runReport{Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: ops.Name(), Iterations: iters}
+	device := ops.Name()
+	if g, ok := ops.(*gpu.Ops); ok {
+		device += " " + g.DeviceName()
+	}
+	report := runReport{Preset: cmd.String("preset"), MatchRef: cmd.Bool("match-ref"), Peaks: devicePeaks(device),
+		ReadyUnix: j.ReadyUnix, Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: device, Iterations: iters}
 	if p.Rank == 0 {
 		fmt.Fprintf(out, "# moerun run: %s, %v, backend %s, ops %s, %v, chunk %d, %d iterations after %d warm-up\n",
 			cfg.Name, p.Layout, j.Backend, ops.Name(), dt, cfg.ChunkRows(), iters, warmup)
-		fmt.Fprintf(out, "# %14s %7s %10s %10s %10s %7s %9s\n", "tokens/rank", "chunks", "median ms", "min ms", "max ms", "comm %", "GFLOP/s")
+		fmt.Fprintf(out, "# %14s %7s %10s %10s %10s %8s %8s %8s %9s %6s\n", "tokens/rank", "chunks", "median ms", "min ms", "max ms",
+			"comm ms", "TFLOP/s", "GB/s", "bound ms", "×bound")
 	}
 	tol := tolerance(cfg)
 	worst := 0.0
 	for _, tokens := range rows {
-		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, seed: seed, tokens: tokens}
+		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, seed: seed, tokens: tokens, peaks: report.Peaks}
 		res, err := l.measure(ctx, iters, warmup)
 		if err != nil {
 			return fmt.Errorf("rank %d: %w", p.Rank, err)
@@ -249,8 +298,8 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		}
 		report.Rows = append(report.Rows, res)
 		if p.Rank == 0 {
-			fmt.Fprintf(out, "  %14s %7d %10.3f %10.3f %10.3f %7.1f %9.2f\n", formatTokens(tokens), res.Chunks,
-				res.MsMedian, res.MsMin, res.MsMax, 100*res.CommShare, res.GFLOPS)
+			fmt.Fprintf(out, "  %14s %7d %10.3f %10.3f %10.3f %8.3f %8.1f %8.0f %9.3f %6.2f\n", formatTokens(tokens), res.Chunks,
+				res.MsMedian, res.MsMin, res.MsMax, res.CommMs, res.TFLOPS, res.WeightGBps, res.BoundMs, res.MsMedian/res.BoundMs)
 		}
 		worst = max(worst, res.MaxAbsErr)
 	}
@@ -300,9 +349,12 @@ type layerRun struct {
 	clock  *commClock
 	seed   uint64
 	tokens []int // per DP rank
+	peaks  peaks
 
 	x, logits, out moe.Tensor // this rank's full DP-rank input, its logits, and the final output [T, H]
 	times, comm    []float64
+	work           work    // this rank's weight bytes and FLOPs per forward pass
+	commAlone      float64 // the forward pass's collectives replayed alone (median seconds)
 	owned          []moe.Tensor // what measure allocated, freed by free
 }
 
@@ -365,20 +417,46 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 	if err := l.runner.SetTokensPerDP(l.tokens); err != nil {
 		return runResult{}, err
 	}
+	// First the work (its replayed collectives overwrite buffers: the timed passes after
+	// it leave the output in place).
+	if err := l.measureWork(ctx, mine, myLogits, out); err != nil {
+		return runResult{}, err
+	}
+	// Each pass starts when every rank has arrived (a host barrier), and is timed on the
+	// device between two marks, collectives inside it between marks of their own.
+	watch := l.clock.watch
 	for it := 0; it < warmup+iters; it++ {
+		if err := l.job.World.Barrier(ctx); err != nil {
+			return runResult{}, err
+		}
 		l.clock.Reset()
-		start := time.Now()
+		start, err := watch.Mark()
+		if err != nil {
+			return runResult{}, err
+		}
 		if err := l.runner.Forward(ctx, mine, myLogits, out); err != nil {
+			return runResult{}, err
+		}
+		end, err := watch.Mark()
+		if err != nil {
 			return runResult{}, err
 		}
 		if err := ops.Sync(); err != nil {
 			return runResult{}, err
 		}
 		if it >= warmup {
-			l.times = append(l.times, time.Since(start).Seconds())
-			l.comm = append(l.comm, l.clock.Elapsed().Seconds())
+			d, err := watch.Seconds(start, end)
+			if err != nil {
+				return runResult{}, err
+			}
+			c, err := l.clock.Elapsed()
+			if err != nil {
+				return runResult{}, err
+			}
+			l.times, l.comm = append(l.times, d), append(l.comm, c)
 		}
 	}
+
 	// The model's side of sequence parallelism: all-gather over TP and drop the padding.
 	final := out
 	if s.SP {
@@ -395,6 +473,64 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 	l.owned = append(l.owned, x, logits, final)
 	l.x, l.logits, l.out = x.RowSlice(0, t), logits.RowSlice(0, t), final.RowSlice(0, t)
 	return runResult{Tokens: l.tokens, Chunks: l.runner.Chunks}, nil
+}
+
+// measureWork runs one more, untimed forward pass that counts what this rank's experts
+// touch (reading each chunk's routing back) and records its collectives, then replays
+// those collectives alone: the inputs of the bound.
+func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) error {
+	var st routeStats
+	local := len(l.shard.Experts)
+	var ids []float32
+	l.runner.SetRouteHook(func(t moe.Tensor) error {
+		ids = slices.Grow(ids[:0], t.Rows*t.Cols)[:t.Rows*t.Cols]
+		if err := l.ops.Download(t, ids); err != nil {
+			return err
+		}
+		st.add(ids, t.Rows, l.shard.ExpertMap, local)
+		return nil
+	})
+	l.clock.Record(true)
+	err := l.runner.Forward(ctx, x, logits, out)
+	l.clock.Record(false)
+	l.runner.SetRouteHook(nil)
+	if err != nil {
+		return err
+	}
+	if err := l.ops.Sync(); err != nil {
+		return err
+	}
+	l.work = rankWork(l.shard, st, x.Rows)
+	const reps = 5
+	alone := make([]float64, 0, reps)
+	for range reps {
+		if err := l.job.World.Barrier(ctx); err != nil {
+			return err
+		}
+		l.clock.Reset()
+		a, err := l.clock.watch.Mark()
+		if err != nil {
+			return err
+		}
+		if err := l.clock.Replay(ctx); err != nil {
+			return err
+		}
+		b, err := l.clock.watch.Mark()
+		if err != nil {
+			return err
+		}
+		if err := l.ops.Sync(); err != nil {
+			return err
+		}
+		d, err := l.clock.watch.Seconds(a, b)
+		if err != nil {
+			return err
+		}
+		alone = append(alone, d)
+	}
+	slices.Sort(alone)
+	l.commAlone = alone[len(alone)/2]
+	return nil
 }
 
 // flops is the useful work of one forward pass over every DP rank's tokens: the routed
@@ -417,16 +553,17 @@ func (l *layerRun) flops() float64 {
 func (l *layerRun) gather(ctx context.Context, res runResult) (runResult, error) {
 	w := l.job.World
 	k := len(l.times)
-	mine := make([]float32, 2*k+1)
+	const extra = 4 // max abs err, weight bytes, FLOPs, collectives alone
+	mine := make([]float32, 2*k+extra)
 	for i := range k {
 		mine[i], mine[k+i] = float32(l.times[i]), float32(l.comm[i])
 	}
-	mine[2*k] = float32(res.MaxAbsErr)
+	mine[2*k], mine[2*k+1], mine[2*k+2], mine[2*k+3] = float32(res.MaxAbsErr), float32(l.work.Bytes), float32(l.work.FLOPs), float32(l.commAlone)
 	all := make([]float32, len(mine)*w.Size())
 	if err := comm.AllGatherFloats(ctx, w, mine, all); err != nil {
 		return res, fmt.Errorf("rank %d: gather timings: %w", w.Rank(), err)
 	}
-	per := make([]float64, k)
+	per, comms := make([]float64, k), make([]float64, k)
 	commShare := 0.0
 	for i := range k {
 		slowest := 0
@@ -436,16 +573,32 @@ func (l *layerRun) gather(ctx context.Context, res runResult) (runResult, error)
 			}
 		}
 		per[i] = float64(all[slowest*len(mine)+i])
-		commShare += float64(all[slowest*len(mine)+k+i]) / per[i]
+		comms[i] = float64(all[slowest*len(mine)+k+i])
+		commShare += comms[i] / per[i]
 	}
+	var busiest work
+	var worst struct{ total, hbm, flop, comm float64 }
 	for r := 0; r < w.Size(); r++ {
-		res.MaxAbsErr = max(res.MaxAbsErr, float64(all[r*len(mine)+2*k]))
+		v := all[r*len(mine)+2*k:]
+		res.MaxAbsErr = max(res.MaxAbsErr, float64(v[0]))
+		rw := work{Bytes: float64(v[1]), FLOPs: float64(v[2])}
+		busiest.Bytes, busiest.FLOPs = max(busiest.Bytes, rw.Bytes), max(busiest.FLOPs, rw.FLOPs)
+		if total, hbm, flop, kind := bound(rw, float64(v[3]), l.peaks); total > worst.total {
+			worst.total, worst.hbm, worst.flop, worst.comm = total, hbm, flop, float64(v[3])
+			res.BoundKind = kind
+		}
 	}
+	res.BoundMs, res.BoundHBMMs, res.BoundFlopMs, res.BoundCommMs = 1e3*worst.total, 1e3*worst.hbm, 1e3*worst.flop, 1e3*worst.comm
+	res.TouchedBytes, res.FLOPs = busiest.Bytes, busiest.FLOPs
 	sorted := slices.Clone(per)
 	slices.Sort(sorted)
 	res.MsMedian = 1e3 * sorted[len(sorted)/2]
 	res.MsMin, res.MsMax = 1e3*sorted[0], 1e3*sorted[len(sorted)-1]
 	res.CommShare = commShare / float64(k)
+	slices.Sort(comms)
+	res.CommMs = 1e3 * comms[len(comms)/2]
+	res.TFLOPS = busiest.FLOPs / (res.MsMedian / 1e3) / 1e12
+	res.WeightGBps = busiest.Bytes / (res.MsMedian / 1e3) / 1e9
 	res.GFLOPS = l.flops() / float64(w.Size()) / (res.MsMedian / 1e3) / 1e9
 	return res, nil
 }

@@ -2,17 +2,87 @@ package worker
 
 import (
 	"context"
-	"sync/atomic"
+	"fmt"
 	"time"
 
 	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/moe/gpu"
 )
 
-// commClock adds up the wall time spent inside collectives, for the "comm %" column.
-type commClock struct{ ns atomic.Int64 }
+// stopwatch marks points in the order work runs on the device and reads the time between
+// two marks once the device has reached them (after ops.Sync): CUDA events on a GPU, the
+// wall clock on the CPU, where every call has finished when it returns.
+type stopwatch interface {
+	Mark() (int, error)
+	Seconds(a, b int) (float64, error)
+	Reset()
+	Close()
+}
 
-func (k *commClock) Elapsed() time.Duration { return time.Duration(k.ns.Load()) }
-func (k *commClock) Reset()                 { k.ns.Store(0) }
+type wallWatch struct{ t []time.Time }
+
+func (w *wallWatch) Mark() (int, error) { w.t = append(w.t, time.Now()); return len(w.t) - 1, nil }
+func (w *wallWatch) Reset()             { w.t = w.t[:0] }
+func (w *wallWatch) Close()             {}
+func (w *wallWatch) Seconds(a, b int) (float64, error) {
+	if a < 0 || b < 0 || a >= len(w.t) || b >= len(w.t) {
+		return 0, fmt.Errorf("stopwatch marks %d and %d of %d", a, b, len(w.t))
+	}
+	return w.t[b].Sub(w.t[a]).Seconds(), nil
+}
+
+// newStopwatch times ops's device.
+func newStopwatch(ops any) stopwatch {
+	if g, ok := ops.(*gpu.Ops); ok {
+		return g.NewStopwatch()
+	}
+	return &wallWatch{}
+}
+
+// commClock marks the start and end of every collective that goes through the
+// communicators it wraps, for the time a forward pass spends in collectives; while
+// recording, it also keeps each call so that the same collectives can be replayed alone
+// (the bound's communication term).
+type commClock struct {
+	watch     stopwatch
+	spans     [][2]int
+	recording bool
+	calls     []func(context.Context) error
+}
+
+// Reset forgets the spans (and the watch's marks: the caller's marks go with them).
+func (k *commClock) Reset() { k.spans = k.spans[:0]; k.watch.Reset() }
+
+// Elapsed is the device time inside collectives since Reset (after a sync).
+func (k *commClock) Elapsed() (float64, error) {
+	total := 0.0
+	for _, s := range k.spans {
+		d, err := k.watch.Seconds(s[0], s[1])
+		if err != nil {
+			return 0, err
+		}
+		total += d
+	}
+	return total, nil
+}
+
+// Record starts keeping the calls (forgetting earlier ones), or stops.
+func (k *commClock) Record(on bool) {
+	k.recording = on
+	if on {
+		k.calls = k.calls[:0]
+	}
+}
+
+// Replay runs the recorded collectives again, in order, untimed by the clock.
+func (k *commClock) Replay(ctx context.Context) error {
+	for i, c := range k.calls {
+		if err := c(ctx); err != nil {
+			return fmt.Errorf("replayed collective %d of %d: %w", i+1, len(k.calls), err)
+		}
+	}
+	return nil
+}
 
 // timed wraps a communicator so that its collectives count on clock.
 type timed struct {
@@ -22,34 +92,49 @@ type timed struct {
 
 func (k *commClock) wrap(c comm.Communicator) comm.Communicator { return timed{c, k} }
 
-func (t timed) track(start time.Time) { t.clock.ns.Add(int64(time.Since(start))) }
+// do runs one collective between two marks, and keeps it for Replay while recording.
+func (t timed) do(ctx context.Context, call func(context.Context) error) error {
+	k := t.clock
+	if k.recording {
+		k.calls = append(k.calls, call)
+	}
+	a, err := k.watch.Mark()
+	if err != nil {
+		return err
+	}
+	if err := call(ctx); err != nil {
+		return err
+	}
+	b, err := k.watch.Mark()
+	if err != nil {
+		return err
+	}
+	k.spans = append(k.spans, [2]int{a, b})
+	return nil
+}
 
 func (t timed) AllGather(ctx context.Context, send, recv comm.Buffer) error {
-	defer t.track(time.Now())
-	return t.Communicator.AllGather(ctx, send, recv)
+	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.AllGather(ctx, send, recv) })
 }
 
 func (t timed) AllGatherV(ctx context.Context, send, recv comm.Buffer, counts []int) error {
-	defer t.track(time.Now())
-	return t.Communicator.AllGatherV(ctx, send, recv, counts)
+	counts = append([]int(nil), counts...)
+	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.AllGatherV(ctx, send, recv, counts) })
 }
 
 func (t timed) ReduceScatter(ctx context.Context, send, recv comm.Buffer) error {
-	defer t.track(time.Now())
-	return t.Communicator.ReduceScatter(ctx, send, recv)
+	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.ReduceScatter(ctx, send, recv) })
 }
 
 func (t timed) ReduceScatterV(ctx context.Context, send, recv comm.Buffer, counts []int) error {
-	defer t.track(time.Now())
-	return t.Communicator.ReduceScatterV(ctx, send, recv, counts)
+	counts = append([]int(nil), counts...)
+	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.ReduceScatterV(ctx, send, recv, counts) })
 }
 
 func (t timed) AllReduce(ctx context.Context, send, recv comm.Buffer) error {
-	defer t.track(time.Now())
-	return t.Communicator.AllReduce(ctx, send, recv)
+	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.AllReduce(ctx, send, recv) })
 }
 
 func (t timed) Broadcast(ctx context.Context, buf comm.Buffer, root int) error {
-	defer t.track(time.Now())
-	return t.Communicator.Broadcast(ctx, buf, root)
+	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.Broadcast(ctx, buf, root) })
 }

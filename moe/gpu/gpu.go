@@ -32,6 +32,7 @@ type Ops struct {
 	consts  map[string]deviceConst
 	// Libraries names NVRTC and cuBLAS as loaded, for the worker to print once.
 	Libraries string
+	name      string
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
@@ -67,12 +68,18 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 	if o.blas, err = cuda.NewBlas(stream); err != nil {
 		return nil, err
 	}
+	if o.name, err = dev.Name(); err != nil {
+		return nil, err
+	}
 	o.Libraries = fmt.Sprintf("NVRTC %d.%d from %s, cuBLAS %d from %s, kernels for sm_%d", nv.Major, nv.Minor, nv.Path(), o.blas.Version, o.blas.Path, cc)
 	return o, nil
 }
 
 // Name is "cuda:N".
 func (o *Ops) Name() string { return fmt.Sprintf("cuda:%d", o.dev.Ordinal) }
+
+// DeviceName is the GPU's product name ("NVIDIA H100 80GB HBM3").
+func (o *Ops) DeviceName() string { return o.name }
 
 // Sync waits for the stream.
 func (o *Ops) Sync() error { return o.stream.Synchronize() }

@@ -216,7 +216,7 @@ func TestExpertsMatchCPU(t *testing.T) {
 		{9, 4, 3, 32, 48, []int32{2, -1, 0, -1, 1, -1}, false, dtype.BFloat16},
 		{12, 1, 4, 8, 16, nil, true, dtype.BFloat16},
 		{5, 2, 2, 8, 16, []int32{-1, -1, 0, 1}, false, dtype.Float32}, // may route nothing here
-		{300, 2, 3, 16, 32, nil, false, dtype.BFloat16},                // experts of several tiles
+		{300, 2, 3, 16, 32, nil, false, dtype.BFloat16},               // experts of several tiles
 		{70, 8, 16, 16, 32, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
 	}
 	defer func() { expertMode = 0 }()
