@@ -161,8 +161,8 @@ type runResult struct {
 	BoundFlopMs float64 `json:"bound_flop_ms"`
 	BoundCommMs float64 `json:"bound_comm_ms"`
 	BoundKind   string  `json:"bound_kind"`
-	MaxAbsErr float64 `json:"max_abs_err,omitempty"`
-	Checked   int     `json:"rows_checked,omitempty"`
+	MaxAbsErr   float64 `json:"max_abs_err,omitempty"`
+	Checked     int     `json:"rows_checked,omitempty"`
 }
 
 type runReport struct {
@@ -353,8 +353,8 @@ type layerRun struct {
 
 	x, logits, out moe.Tensor // this rank's full DP-rank input, its logits, and the final output [T, H]
 	times, comm    []float64
-	work           work    // this rank's weight bytes and FLOPs per forward pass
-	commAlone      float64 // the forward pass's collectives replayed alone (median seconds)
+	work           work         // this rank's weight bytes and FLOPs per forward pass
+	commAlone      float64      // the forward pass's collectives replayed alone (median seconds)
 	owned          []moe.Tensor // what measure allocated, freed by free
 }
 
