@@ -39,6 +39,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 			j.Close()
 		}
 	}()
+	start := time.Now()
 	if err := j.connectStore(ctx, logger); err != nil {
 		return nil, err
 	}
@@ -55,13 +56,22 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 	if err != nil {
 		return nil, err
 	}
+	logger.Info("world communicator ready", "rank", p.Rank, "backend", backend, "since start", time.Since(start))
 	for _, kind := range rank.AllGroupKinds {
+		t := time.Now()
+		if isWorld(p.Layout.Groups(kind), p.World) {
+			// The same ranks in the same order: the world itself serves (every rank
+			// decides alike, so no rank waits in a split the others skip).
+			j.groups[kind] = comm.Alias(j.World)
+			continue
+		}
 		color, key := p.Layout.GroupOf(kind, p.Rank)
 		g, err := j.World.Split(wctx, color, key)
 		if err != nil {
 			return nil, fmt.Errorf("build the %v group: %w", kind, err)
 		}
 		j.groups[kind] = g
+		logger.Info("group communicator ready", "rank", p.Rank, "group", kind, "size", g.Size(), "took", time.Since(t))
 	}
 	// Ready once every rank is: the start-up time users compare with torchrun's.
 	if err := j.World.Barrier(wctx); err != nil {
@@ -69,6 +79,19 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 	}
 	j.ReadyUnix = float64(time.Now().UnixNano()) / 1e9
 	return j, nil
+}
+
+// isWorld reports whether groups is one group of every rank in rank order.
+func isWorld(groups [][]int, world int) bool {
+	if len(groups) != 1 || len(groups[0]) != world {
+		return false
+	}
+	for i, r := range groups[0] {
+		if r != i {
+			return false
+		}
+	}
+	return true
 }
 
 func (j *Job) connectStore(ctx context.Context, logger *slog.Logger) error {

@@ -204,7 +204,8 @@ func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
 	// abort at the deadline, not in a hang inside NCCL.
 	base := &Comm{rank: cfg.Rank, size: cfg.Size, dev: dev, cfg: cfg}
 	var conf C.moe_ncclConfig
-	C.moe_nccl_config_init(&conf, 0)
+	C.moe_nccl_config_init(&conf, 0, C.INT_MIN)
+	t0 := time.Now()
 	r := C.moe_ncclCommInitRankConfig(&base.comm, C.int(cfg.Size), &id, C.int(cfg.Rank), &conf)
 	if err := base.settle(ctx, "ncclCommInitRankConfig", r); err != nil {
 		return nil, err
@@ -213,6 +214,7 @@ func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
 	// launch to a helper thread, which costs ~50 µs per collective (measured on 2 × H200:
 	// 60-70 µs for an 8 KiB all-gather against 9 µs blocking). Blocking calls only enqueue:
 	// waits for peers happen in Sync, which polls with a deadline and aborts.
+	t1 := time.Now()
 	hot, err := base.split(ctx, 0, cfg.Rank, 1)
 	if err != nil {
 		base.abort()
@@ -220,7 +222,8 @@ func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
 	}
 	hot.base = base
 	if cfg.Logger != nil {
-		cfg.Logger.Debug("nccl: communicator ready", "rank", cfg.Rank, "size", cfg.Size, "library", lib.Path(), "version", lib.VersionString())
+		cfg.Logger.Info("nccl: communicator ready", "rank", cfg.Rank, "size", cfg.Size, "library", lib.Path(), "version", lib.VersionString(),
+			"init", t1.Sub(t0), "blocking split", time.Since(t1))
 	}
 	return hot, nil
 }
@@ -481,7 +484,7 @@ func (c *Comm) split(ctx context.Context, color, key, blocking int) (*Comm, erro
 		color = -1 // NCCL_SPLIT_NOCOLOR
 	}
 	var conf C.moe_ncclConfig
-	C.moe_nccl_config_init(&conf, C.int(blocking))
+	C.moe_nccl_config_init(&conf, C.int(blocking), 1) // share the parent's connections
 	var sub C.ncclComm_t
 	stop := context.AfterFunc(ctx, func() { C.moe_ncclCommAbort(c.comm) })
 	r := C.moe_ncclCommSplit(c.comm, C.int(color), C.int(key), &sub, &conf)

@@ -29,7 +29,10 @@ typedef struct {
   int trafficClass;
 } moe_ncclConfig;
 
-static void moe_nccl_config_init(moe_ncclConfig *c, int blocking) {
+// share: splitShare, 1 to let a split child use its parent's channels and connections
+// (much cheaper to create; parent and child must not run concurrently, and here they share
+// one stream), INT_MIN for NCCL's default.
+static void moe_nccl_config_init(moe_ncclConfig *c, int blocking, int share) {
   c->size = sizeof(moe_ncclConfig);
   c->magic = 0xcafebeef;              // NCCL_API_MAGIC
   c->version = 21800;                 // NCCL_VERSION(2,18,0): every field above is known
@@ -38,7 +41,7 @@ static void moe_nccl_config_init(moe_ncclConfig *c, int blocking) {
   c->minCTAs = INT_MIN;
   c->maxCTAs = INT_MIN;
   c->netName = NULL;                  // NCCL_CONFIG_UNDEF_PTR
-  c->splitShare = INT_MIN;
+  c->splitShare = share;
   c->trafficClass = INT_MIN;
 }
 

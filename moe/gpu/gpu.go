@@ -36,7 +36,7 @@ type Ops struct {
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
-	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine"}
+	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv"}
 
 var _ moe.Ops = (*Ops)(nil)
 
@@ -444,6 +444,26 @@ func planTiles(n, k, local int) tilePlan {
 	return tilePlan{R: r, MaxTiles: maxTiles, Exact: maxTiles*r > decodeRowsPerExpert*local}
 }
 
+// The decode GEMM kernel's shape (moe_expert_gemv: GEMV_WARPS warps of GEMV_ROWS weight
+// rows, tiles of GEMV_TILE_ROWS rows).
+const (
+	gemvTileRows     = 8
+	gemvThreads      = 8 * 32
+	gemvRowsPerBlock = 8 * 4
+	gemvMaxGridY     = 65535
+)
+
+// useGEMV picks the decode GEMM kernel over cuBLAS: tiles of 8 bf16 rows, where the work is
+// streaming each touched expert's weights once and the kernel skips unused tiles on the
+// device; K must be a multiple of 8 (16-byte loads).
+func useGEMV(p tilePlan, dt dtype.DType, n, k int) bool {
+	return !disableGEMV && p.R == gemvTileRows && dt == dtype.BFloat16 && k%8 == 0 && k > 0 &&
+		(n+gemvRowsPerBlock-1)/gemvRowsPerBlock <= gemvMaxGridY
+}
+
+// disableGEMV makes tests run cuBLAS at decode sizes too.
+var disableGEMV = false
+
 // expertMode forces the expert GEMM plan in tests: 0 chooses by size, 1 never reads the
 // tile count back (decode), 2 always does (exact).
 var expertMode = 0
@@ -563,13 +583,20 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		return err
 	}
 	arr := func(i int) uintptr { return ptrs.Buf.Ptr() + uintptr(i*plan.MaxTiles*8) }
-	if err := o.blas.BatchedMatmulNT(plan.R, 2*inter, hd, 1, arr(1), dt, arr(0), dt, 0, arr(2), dt, tiles); err != nil {
+	gemm := func(n, k int, a, b, c uintptr) error {
+		if useGEMV(plan, dt, n, k) {
+			grid := [3]uint32{uint32(tiles), uint32((n + gemvRowsPerBlock - 1) / gemvRowsPerBlock), 1}
+			return o.fn["moe_expert_gemv"].Launch(o.stream, grid, [3]uint32{gemvThreads, 1, 1}, 0, a, b, c, used.Buf.Ptr(), n, k)
+		}
+		return o.blas.BatchedMatmulNT(plan.R, n, k, 1, b, dt, a, dt, 0, c, dt, tiles)
+	}
+	if err := gemm(2*inter, hd, arr(0), arr(1), arr(2)); err != nil {
 		return err
 	}
 	if err := o.launch1D("moe_gated", live*inter, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(dt), live, inter, int(act)); err != nil {
 		return err
 	}
-	if err := o.blas.BatchedMatmulNT(plan.R, hd, inter, 1, arr(4), dt, arr(3), dt, 0, arr(5), dt, tiles); err != nil {
+	if err := gemm(hd, inter, arr(3), arr(4), arr(5)); err != nil {
 		return err
 	}
 	return o.launch1D("moe_combine", n*hd, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, n, k, hd, kernelType(dt), out.Buf.Ptr())

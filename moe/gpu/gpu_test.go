@@ -218,6 +218,15 @@ func TestExpertsMatchCPU(t *testing.T) {
 		{5, 2, 2, 8, 16, []int32{-1, -1, 0, 1}, false, dtype.Float32}, // may route nothing here
 		{300, 2, 3, 16, 32, nil, false, dtype.BFloat16},               // experts of several tiles
 		{70, 8, 16, 16, 32, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
+		// Decode sizes (tiles of 8 rows: the GEMV kernel), K from one lane's piece to many.
+		{6, 8, 64, 32, 64, nil, false, dtype.BFloat16},
+		{3, 4, 16, 24, 40, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
+		{2, 8, 32, 264, 520, nil, false, dtype.BFloat16},
+	}
+	for _, tc := range cases[len(cases)-3:] {
+		if p := planTiles(tc.n, tc.k, tc.local); !useGEMV(p, tc.dt, 2*tc.inter, tc.h) {
+			t.Fatalf("case %+v: plan %+v does not take the GEMV kernel", tc, p)
+		}
 	}
 	defer func() { expertMode = 0 }()
 	for m := range 3 * len(cases) {

@@ -276,3 +276,63 @@ extern "C" __global__ void moe_combine(const void *y, const int *pos, const floa
   }
   store(out, i, acc, dt);
 }
+
+// The decode GEMM: for every used tile t (tiles past used[0] return at once, so a fixed
+// grid costs nothing extra), Y_t [8, N] = X_t [8, K] · W_tᵀ with W_t [N, K] row-major,
+// float32 accumulation, bf16 in and out, through the pointer arrays of moe_expert_plan.
+// With 8 rows per tile the work is streaming W once: each warp owns GEMV_ROWS rows of W
+// and reads them in 16-byte pieces, reusing every piece for the 8 input rows (served from
+// L1/L2). Tiles are the grid's fast axis, so tiles of the same expert run side by side and
+// share its weights in L2. Needs K % 8 == 0 and 16-byte aligned rows (R = 8 bf16 tiles are).
+#define GEMV_TILE_ROWS 8
+#define GEMV_ROWS 4
+#define GEMV_WARPS 8
+
+__device__ __forceinline__ void bf16x8(uint4 v, float *f) {
+  unsigned int u[4] = {v.x, v.y, v.z, v.w};
+  for (int i = 0; i < 4; i++) {
+    f[2 * i] = __uint_as_float(u[i] << 16);
+    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
+moe_expert_gemv(const u64 *A, const u64 *B, const u64 *Cp, const int *used, int N, int K) {
+  int tile = blockIdx.x;
+  if (tile >= used[0]) return;
+  const unsigned short *w = (const unsigned short *)A[tile];
+  const unsigned short *x = (const unsigned short *)B[tile];
+  unsigned short *y = (unsigned short *)Cp[tile];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int n0 = (blockIdx.y * GEMV_WARPS + warp) * GEMV_ROWS;
+  if (n0 >= N) return;
+  float acc[GEMV_ROWS][GEMV_TILE_ROWS];
+  for (int j = 0; j < GEMV_ROWS; j++)
+    for (int r = 0; r < GEMV_TILE_ROWS; r++) acc[j][r] = 0.0f;
+  for (int k = lane * 8; k < K; k += 32 * 8) {
+    float xf[GEMV_TILE_ROWS][8];
+    for (int r = 0; r < GEMV_TILE_ROWS; r++) bf16x8(*(const uint4 *)(x + (long long)r * K + k), xf[r]);
+    for (int j = 0; j < GEMV_ROWS; j++) {
+      if (n0 + j >= N) break;
+      float wf[8];
+      bf16x8(__ldg((const uint4 *)(w + (long long)(n0 + j) * K + k)), wf);
+      for (int r = 0; r < GEMV_TILE_ROWS; r++) {
+        float s = 0.0f;
+        for (int e = 0; e < 8; e++) s += wf[e] * xf[r][e];
+        acc[j][r] += s;
+      }
+    }
+  }
+  for (int j = 0; j < GEMV_ROWS; j++)
+    for (int r = 0; r < GEMV_TILE_ROWS; r++)
+      for (int o = 16; o > 0; o >>= 1) acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o);
+  // Lane l writes element (j, r) = (l / 8, l % 8).
+  int j = lane >> 3, r = lane & 7;
+  if (j < GEMV_ROWS && n0 + j < N) {
+    float v = 0.0f;
+    for (int jj = 0; jj < GEMV_ROWS; jj++)
+      for (int rr = 0; rr < GEMV_TILE_ROWS; rr++)
+        if (jj == j && rr == r) v = acc[jj][rr];
+    y[(long long)r * N + n0 + j] = f32_to_bf16(v);
+  }
+}

@@ -79,3 +79,25 @@ func TestPlanTilesBoundsEveryRouting(t *testing.T) {
 		}
 	}
 }
+
+// The GEMV kernel takes only 8-row bf16 tiles with K in 16-byte pieces.
+func TestUseGEMV(t *testing.T) {
+	p8 := tilePlan{R: 8, MaxTiles: 16}
+	for _, c := range []struct {
+		p    tilePlan
+		dt   dtype.DType
+		n, k int
+		want bool
+	}{
+		{p8, dtype.BFloat16, 4096, 7168, true},
+		{p8, dtype.BFloat16, 7168, 2048, true},
+		{p8, dtype.Float32, 4096, 7168, false},
+		{tilePlan{R: 16, MaxTiles: 8}, dtype.BFloat16, 4096, 7168, false},
+		{p8, dtype.BFloat16, 4096, 7170, false},
+		{p8, dtype.BFloat16, 40 << 20, 8, false}, // more row blocks than a grid's y holds
+	} {
+		if got := useGEMV(c.p, c.dt, c.n, c.k); got != c.want {
+			t.Errorf("%+v: useGEMV %v, want %v", c, got, c.want)
+		}
+	}
+}
