@@ -38,6 +38,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
 			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
 			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
+			&cli.BoolFlag{Name: "phases", Usage: "print each row's device time by phase (rank 0's profile pass: route, experts, collectives, …)"},
 			&cli.BoolFlag{Name: "match-ref", Usage: "make the layer ../shared/bench/moe_ref.py's: softmax top-k renormalised, no shared experts, bf16, silu, not chunked unless --chunk"},
 		},
 		Action: runLayer,
@@ -161,8 +162,11 @@ type runResult struct {
 	BoundFlopMs float64 `json:"bound_flop_ms"`
 	BoundCommMs float64 `json:"bound_comm_ms"`
 	BoundKind   string  `json:"bound_kind"`
-	MaxAbsErr   float64 `json:"max_abs_err,omitempty"`
-	Checked     int     `json:"rows_checked,omitempty"`
+	// Phases is rank 0's device time per phase of the profile pass (ms), by op or
+	// collective name.
+	Phases    map[string]float64 `json:"phases_ms,omitempty"`
+	MaxAbsErr float64            `json:"max_abs_err,omitempty"`
+	Checked   int                `json:"rows_checked,omitempty"`
 }
 
 type runReport struct {
@@ -247,7 +251,8 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		TP: clock.wrap(j.Group(rank.TP)), DP: clock.wrap(j.Group(rank.DP)),
 		PCP: clock.wrap(j.Group(rank.PCP)), EP: clock.wrap(j.Group(rank.EP)),
 	}
-	runner, err := moe.NewRunner(shard, ops, groups, seed)
+	phases := &phaseOps{Ops: ops, watch: clock.watch}
+	runner, err := moe.NewRunner(shard, phases, groups, seed)
 	if err != nil {
 		return fmt.Errorf("rank %d: %w", p.Rank, err)
 	}
@@ -276,7 +281,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	tol := tolerance(cfg)
 	worst := 0.0
 	for _, tokens := range rows {
-		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, seed: seed, tokens: tokens, peaks: report.Peaks}
+		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, phases: phases, seed: seed, tokens: tokens, peaks: report.Peaks}
 		res, err := l.measure(ctx, iters, warmup)
 		if err != nil {
 			return fmt.Errorf("rank %d: %w", p.Rank, err)
@@ -300,6 +305,13 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		if p.Rank == 0 {
 			fmt.Fprintf(out, "  %14s %7d %10.3f %10.3f %10.3f %8.3f %8.1f %8.0f %9.3f %6.2f\n", formatTokens(tokens), res.Chunks,
 				res.MsMedian, res.MsMin, res.MsMax, res.CommMs, res.TFLOPS, res.WeightGBps, res.BoundMs, res.MsMedian/res.BoundMs)
+			if cmd.Bool("phases") {
+				var b strings.Builder
+				for _, n := range phaseNames(res.Phases) {
+					fmt.Fprintf(&b, " %s %.3f", n, res.Phases[n])
+				}
+				fmt.Fprintf(out, "#   rank 0 phases, ms:%s\n", b.String())
+			}
 		}
 		worst = max(worst, res.MaxAbsErr)
 	}
@@ -347,14 +359,16 @@ type layerRun struct {
 	job    *Job
 	groups moe.Groups
 	clock  *commClock
+	phases *phaseOps
 	seed   uint64
 	tokens []int // per DP rank
 	peaks  peaks
 
 	x, logits, out moe.Tensor // this rank's full DP-rank input, its logits, and the final output [T, H]
 	times, comm    []float64
-	work           work         // this rank's weight bytes and FLOPs per forward pass
-	commAlone      float64      // the forward pass's collectives replayed alone (median seconds)
+	work           work    // this rank's weight bytes and FLOPs per forward pass
+	commAlone      float64 // the forward pass's collectives replayed alone (median seconds)
+	phaseMs        map[string]float64
 	owned          []moe.Tensor // what measure allocated, freed by free
 }
 
@@ -490,14 +504,20 @@ func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) e
 		st.add(ids, t.Rows, l.shard.ExpertMap, local)
 		return nil
 	})
+	l.clock.Reset()
+	l.phases.spans, l.phases.on = l.phases.spans[:0], true
 	l.clock.Record(true)
 	err := l.runner.Forward(ctx, x, logits, out)
 	l.clock.Record(false)
+	l.phases.on = false
 	l.runner.SetRouteHook(nil)
 	if err != nil {
 		return err
 	}
 	if err := l.ops.Sync(); err != nil {
+		return err
+	}
+	if l.phaseMs, err = phaseTimes(l.clock.watch, append(l.phases.spans, l.clock.recordedSpans()...)); err != nil {
 		return err
 	}
 	l.work = rankWork(l.shard, st, x.Rows)
@@ -595,6 +615,7 @@ func (l *layerRun) gather(ctx context.Context, res runResult) (runResult, error)
 	res.MsMedian = 1e3 * sorted[len(sorted)/2]
 	res.MsMin, res.MsMax = 1e3*sorted[0], 1e3*sorted[len(sorted)-1]
 	res.CommShare = commShare / float64(k)
+	res.Phases = l.phaseMs
 	slices.Sort(comms)
 	res.CommMs = 1e3 * comms[len(comms)/2]
 	res.TFLOPS = busiest.FLOPs / (res.MsMedian / 1e3) / 1e12

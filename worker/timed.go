@@ -46,12 +46,13 @@ func newStopwatch(ops any) stopwatch {
 type commClock struct {
 	watch     stopwatch
 	spans     [][2]int
+	names     []string // the collective of each span (while recording)
 	recording bool
 	calls     []func(context.Context) error
 }
 
 // Reset forgets the spans (and the watch's marks: the caller's marks go with them).
-func (k *commClock) Reset() { k.spans = k.spans[:0]; k.watch.Reset() }
+func (k *commClock) Reset() { k.spans, k.names = k.spans[:0], k.names[:0]; k.watch.Reset() }
 
 // Elapsed is the device time inside collectives since Reset (after a sync).
 func (k *commClock) Elapsed() (float64, error) {
@@ -92,11 +93,13 @@ type timed struct {
 
 func (k *commClock) wrap(c comm.Communicator) comm.Communicator { return timed{c, k} }
 
-// do runs one collective between two marks, and keeps it for Replay while recording.
-func (t timed) do(ctx context.Context, call func(context.Context) error) error {
+// do runs one collective between two marks, and keeps it (and its name) for Replay while
+// recording.
+func (t timed) do(ctx context.Context, name string, call func(context.Context) error) error {
 	k := t.clock
 	if k.recording {
 		k.calls = append(k.calls, call)
+		k.names = append(k.names, name)
 	}
 	a, err := k.watch.Mark()
 	if err != nil {
@@ -114,27 +117,38 @@ func (t timed) do(ctx context.Context, call func(context.Context) error) error {
 }
 
 func (t timed) AllGather(ctx context.Context, send, recv comm.Buffer) error {
-	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.AllGather(ctx, send, recv) })
+	return t.do(ctx, "all_gather", func(ctx context.Context) error { return t.Communicator.AllGather(ctx, send, recv) })
 }
 
 func (t timed) AllGatherV(ctx context.Context, send, recv comm.Buffer, counts []int) error {
 	counts = append([]int(nil), counts...)
-	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.AllGatherV(ctx, send, recv, counts) })
+	return t.do(ctx, "all_gather_v", func(ctx context.Context) error { return t.Communicator.AllGatherV(ctx, send, recv, counts) })
 }
 
 func (t timed) ReduceScatter(ctx context.Context, send, recv comm.Buffer) error {
-	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.ReduceScatter(ctx, send, recv) })
+	return t.do(ctx, "reduce_scatter", func(ctx context.Context) error { return t.Communicator.ReduceScatter(ctx, send, recv) })
 }
 
 func (t timed) ReduceScatterV(ctx context.Context, send, recv comm.Buffer, counts []int) error {
 	counts = append([]int(nil), counts...)
-	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.ReduceScatterV(ctx, send, recv, counts) })
+	return t.do(ctx, "reduce_scatter_v", func(ctx context.Context) error { return t.Communicator.ReduceScatterV(ctx, send, recv, counts) })
 }
 
 func (t timed) AllReduce(ctx context.Context, send, recv comm.Buffer) error {
-	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.AllReduce(ctx, send, recv) })
+	return t.do(ctx, "all_reduce", func(ctx context.Context) error { return t.Communicator.AllReduce(ctx, send, recv) })
 }
 
 func (t timed) Broadcast(ctx context.Context, buf comm.Buffer, root int) error {
-	return t.do(ctx, func(ctx context.Context) error { return t.Communicator.Broadcast(ctx, buf, root) })
+	return t.do(ctx, "broadcast", func(ctx context.Context) error { return t.Communicator.Broadcast(ctx, buf, root) })
+}
+
+// recordedSpans names the spans of the recorded collectives.
+func (k *commClock) recordedSpans() []namedSpan {
+	out := make([]namedSpan, 0, len(k.names))
+	for i, n := range k.names {
+		if i < len(k.spans) {
+			out = append(out, namedSpan{n, k.spans[i][0], k.spans[i][1]})
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ package gpu
 import (
 	_ "embed"
 	"fmt"
+	"os"
 	"unsafe"
 
 	"github.com/moerun/moerun/comm"
@@ -461,8 +462,8 @@ func useGEMV(p tilePlan, dt dtype.DType, n, k int) bool {
 		(n+gemvRowsPerBlock-1)/gemvRowsPerBlock <= gemvMaxGridY
 }
 
-// disableGEMV makes tests run cuBLAS at decode sizes too.
-var disableGEMV = false
+// disableGEMV runs cuBLAS at decode sizes too (MOERUN_GEMV=0: for comparisons).
+var disableGEMV = os.Getenv("MOERUN_GEMV") == "0"
 
 // expertMode forces the expert GEMM plan in tests: 0 chooses by size, 1 never reads the
 // tile count back (decode), 2 always does (exact).
@@ -526,6 +527,7 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		{"experts.cursor", dtype.Int32, 1, w.Local},
 		{"experts.used", dtype.Int32, 1, 1},
 		{"experts.ptrs", dtype.Int32, 6 * plan.MaxTiles, 2}, // 6 arrays of 64-bit addresses
+		{"experts.tilerows", dtype.Int32, 1, plan.MaxTiles},
 		{"experts.perm", dtype.Int32, 1, rows},
 		{"experts.pos", dtype.Int32, 1, slots},
 		{"experts.x", dt, rows, hd},
@@ -540,7 +542,7 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 			return err
 		}
 	}
-	counts, cursor, used, ptrs, perm, pos, xg, h, a, y := t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]
+	counts, cursor, used, ptrs, tileRows, perm, pos, xg, h, a, y := t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10]
 	esz := uint64(dt.Size())
 	r := uint64(plan.R)
 	if err := o.Zero(counts); err != nil {
@@ -557,7 +559,7 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		uint64(w.W13.Buf.Ptr()), uint64(2*inter*hd)*esz, uint64(w.W2.Buf.Ptr()), uint64(hd*inter)*esz,
 		uint64(xg.Buf.Ptr()), r*uint64(hd)*esz, uint64(h.Buf.Ptr()), r*uint64(2*inter)*esz,
 		uint64(a.Buf.Ptr()), r*uint64(inter)*esz, uint64(y.Buf.Ptr()), r*uint64(hd)*esz,
-		uint64(h.Buf.Ptr())+uint64(rows)*uint64(2*inter)*esz, uint64(y.Buf.Ptr())+uint64(rows)*uint64(hd)*esz); err != nil {
+		uint64(h.Buf.Ptr())+uint64(rows)*uint64(2*inter)*esz, uint64(y.Buf.Ptr())+uint64(rows)*uint64(hd)*esz, tileRows.Buf.Ptr()); err != nil {
 		return err
 	}
 	if err := o.launch1D("moe_expert_scatter", slots, ids.Buf.Ptr(), emap, slots, cursor.Buf.Ptr(), perm.Buf.Ptr(), pos.Buf.Ptr()); err != nil {
@@ -586,7 +588,7 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 	gemm := func(n, k int, a, b, c uintptr) error {
 		if useGEMV(plan, dt, n, k) {
 			grid := [3]uint32{uint32(tiles), uint32((n + gemvRowsPerBlock - 1) / gemvRowsPerBlock), 1}
-			return o.fn["moe_expert_gemv"].Launch(o.stream, grid, [3]uint32{gemvThreads, 1, 1}, 0, a, b, c, used.Buf.Ptr(), n, k)
+			return o.fn["moe_expert_gemv"].Launch(o.stream, grid, [3]uint32{gemvThreads, 1, 1}, 0, a, b, c, used.Buf.Ptr(), tileRows.Buf.Ptr(), n, k)
 		}
 		return o.blas.BatchedMatmulNT(plan.R, n, k, 1, b, dt, a, dt, 0, c, dt, tiles)
 	}

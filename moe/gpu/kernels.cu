@@ -189,11 +189,12 @@ extern "C" __global__ void moe_expert_count(const int *ids, const int *map, int 
 #define MOE_PLAN_THREADS 1024
 
 // ptrs holds 6 arrays of maxTiles addresses: gate_up weights, inputs, outputs; down
-// weights, inputs, outputs. used[0] receives the number of tiles in use.
+// weights, inputs, outputs. used[0] receives the number of tiles in use, tileRows each
+// tile's real rows (0 for spare tiles).
 extern "C" __global__ void moe_expert_plan(const int *counts, int local, int R, int maxTiles, int *cursor,
                                            u64 *ptrs, int *used, u64 w13, u64 w13Stride, u64 w2, u64 w2Stride,
                                            u64 xg, u64 xgTile, u64 h, u64 hTile, u64 a, u64 aTile, u64 y,
-                                           u64 yTile, u64 hSpare, u64 ySpare) {
+                                           u64 yTile, u64 hSpare, u64 ySpare, int *tileRows) {
   __shared__ int scan[MOE_PLAN_THREADS];
   __shared__ int lastExpert;
   int t = threadIdx.x;
@@ -222,6 +223,8 @@ extern "C" __global__ void moe_expert_plan(const int *counts, int local, int R, 
       A2[tile] = w2 + (u64)t * w2Stride;
       B2[tile] = a + (u64)tile * aTile;
       C2[tile] = y + (u64)tile * yTile;
+      int left = counts[t] - j * R;
+      tileRows[tile] = left < R ? left : R;
     }
     if (tiles > 0 && begin + tiles == total) lastExpert = t;
   }
@@ -235,6 +238,7 @@ extern "C" __global__ void moe_expert_plan(const int *counts, int local, int R, 
     A2[tile] = w2 + (u64)lastExpert * w2Stride;
     B2[tile] = a + (u64)last * aTile;
     C2[tile] = ySpare;
+    tileRows[tile] = 0;
   }
 }
 
@@ -278,26 +282,74 @@ extern "C" __global__ void moe_combine(const void *y, const int *pos, const floa
 }
 
 // The decode GEMM: for every used tile t (tiles past used[0] return at once, so a fixed
-// grid costs nothing extra), Y_t [8, N] = X_t [8, K] · W_tᵀ with W_t [N, K] row-major,
-// float32 accumulation, bf16 in and out, through the pointer arrays of moe_expert_plan.
-// With 8 rows per tile the work is streaming W once: each warp owns GEMV_ROWS rows of W
-// and reads them in 16-byte pieces, reusing every piece for the 8 input rows (served from
-// L1/L2). Tiles are the grid's fast axis, so tiles of the same expert run side by side and
-// share its weights in L2. Needs K % 8 == 0 and 16-byte aligned rows (R = 8 bf16 tiles are).
+// grid costs nothing extra), Y_t [rows_t, N] = X_t [rows_t, K] · W_tᵀ with W_t [N, K]
+// row-major, float32 accumulation, bf16 in and out, through the pointer arrays of
+// moe_expert_plan; rows_t (1..8, from tileRows) are the tile's real rows, so padding costs
+// no arithmetic. The work is streaming W once: each warp owns GEMV_ROWS rows of W, loads
+// them in 16-byte pieces (all loads of a step issued before any use) and reuses each piece
+// for the tile's rows (served from L1/L2). Tiles are the grid's fast axis, so tiles of the
+// same expert run side by side and share its weights in L2. Needs K % 8 == 0 and 16-byte
+// aligned rows (R = 8 bf16 tiles are).
 #define GEMV_TILE_ROWS 8
 #define GEMV_ROWS 4
 #define GEMV_WARPS 8
 
 __device__ __forceinline__ void bf16x8(uint4 v, float *f) {
-  unsigned int u[4] = {v.x, v.y, v.z, v.w};
-  for (int i = 0; i < 4; i++) {
-    f[2 * i] = __uint_as_float(u[i] << 16);
-    f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+  f[0] = __uint_as_float(v.x << 16); f[1] = __uint_as_float(v.x & 0xffff0000u);
+  f[2] = __uint_as_float(v.y << 16); f[3] = __uint_as_float(v.y & 0xffff0000u);
+  f[4] = __uint_as_float(v.z << 16); f[5] = __uint_as_float(v.z & 0xffff0000u);
+  f[6] = __uint_as_float(v.w << 16); f[7] = __uint_as_float(v.w & 0xffff0000u);
+}
+
+template <int NR>
+__device__ __forceinline__ void gemv_rows(const unsigned short *w, const unsigned short *x, unsigned short *y,
+                                          int n0, int N, int K, int lane) {
+  float acc[GEMV_ROWS][NR];
+#pragma unroll
+  for (int j = 0; j < GEMV_ROWS; j++)
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[j][r] = 0.0f;
+#pragma unroll 2
+  for (int k = lane * 8; k < K; k += 32 * 8) {
+    uint4 wv[GEMV_ROWS];
+#pragma unroll
+    for (int j = 0; j < GEMV_ROWS; j++) {
+      wv[j].x = wv[j].y = wv[j].z = wv[j].w = 0u;
+      if (n0 + j < N) wv[j] = __ldg((const uint4 *)(w + (long long)(n0 + j) * K + k));
+    }
+    float wf[GEMV_ROWS][8];
+#pragma unroll
+    for (int j = 0; j < GEMV_ROWS; j++) bf16x8(wv[j], wf[j]);
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+      float xf[8];
+      bf16x8(*(const uint4 *)(x + (long long)r * K + k), xf);
+#pragma unroll
+      for (int j = 0; j < GEMV_ROWS; j++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) s = fmaf(wf[j][e], xf[e], s);
+        acc[j][r] += s;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < GEMV_ROWS; j++)
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o);
+  if (lane == 0) {
+#pragma unroll
+    for (int j = 0; j < GEMV_ROWS; j++)
+      if (n0 + j < N)
+#pragma unroll
+        for (int r = 0; r < NR; r++) y[(long long)r * N + n0 + j] = f32_to_bf16(acc[j][r]);
   }
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
-moe_expert_gemv(const u64 *A, const u64 *B, const u64 *Cp, const int *used, int N, int K) {
+moe_expert_gemv(const u64 *A, const u64 *B, const u64 *Cp, const int *used, const int *tileRows, int N, int K) {
   int tile = blockIdx.x;
   if (tile >= used[0]) return;
   const unsigned short *w = (const unsigned short *)A[tile];
@@ -306,33 +358,14 @@ moe_expert_gemv(const u64 *A, const u64 *B, const u64 *Cp, const int *used, int 
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int n0 = (blockIdx.y * GEMV_WARPS + warp) * GEMV_ROWS;
   if (n0 >= N) return;
-  float acc[GEMV_ROWS][GEMV_TILE_ROWS];
-  for (int j = 0; j < GEMV_ROWS; j++)
-    for (int r = 0; r < GEMV_TILE_ROWS; r++) acc[j][r] = 0.0f;
-  for (int k = lane * 8; k < K; k += 32 * 8) {
-    float xf[GEMV_TILE_ROWS][8];
-    for (int r = 0; r < GEMV_TILE_ROWS; r++) bf16x8(*(const uint4 *)(x + (long long)r * K + k), xf[r]);
-    for (int j = 0; j < GEMV_ROWS; j++) {
-      if (n0 + j >= N) break;
-      float wf[8];
-      bf16x8(__ldg((const uint4 *)(w + (long long)(n0 + j) * K + k)), wf);
-      for (int r = 0; r < GEMV_TILE_ROWS; r++) {
-        float s = 0.0f;
-        for (int e = 0; e < 8; e++) s += wf[e] * xf[r][e];
-        acc[j][r] += s;
-      }
-    }
-  }
-  for (int j = 0; j < GEMV_ROWS; j++)
-    for (int r = 0; r < GEMV_TILE_ROWS; r++)
-      for (int o = 16; o > 0; o >>= 1) acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o);
-  // Lane l writes element (j, r) = (l / 8, l % 8).
-  int j = lane >> 3, r = lane & 7;
-  if (j < GEMV_ROWS && n0 + j < N) {
-    float v = 0.0f;
-    for (int jj = 0; jj < GEMV_ROWS; jj++)
-      for (int rr = 0; rr < GEMV_TILE_ROWS; rr++)
-        if (jj == j && rr == r) v = acc[jj][rr];
-    y[(long long)r * N + n0 + j] = f32_to_bf16(v);
+  switch (tileRows[tile]) {
+    case 1: gemv_rows<1>(w, x, y, n0, N, K, lane); break;
+    case 2: gemv_rows<2>(w, x, y, n0, N, K, lane); break;
+    case 3: gemv_rows<3>(w, x, y, n0, N, K, lane); break;
+    case 4: gemv_rows<4>(w, x, y, n0, N, K, lane); break;
+    case 5: gemv_rows<5>(w, x, y, n0, N, K, lane); break;
+    case 6: gemv_rows<6>(w, x, y, n0, N, K, lane); break;
+    case 7: gemv_rows<7>(w, x, y, n0, N, K, lane); break;
+    case 8: gemv_rows<8>(w, x, y, n0, N, K, lane); break;
   }
 }
