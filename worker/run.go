@@ -431,15 +431,17 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 	if err := l.runner.SetTokensPerDP(l.tokens); err != nil {
 		return runResult{}, err
 	}
-	// First the work (its replayed collectives overwrite buffers: the timed passes after
-	// it leave the output in place).
-	if err := l.measureWork(ctx, mine, myLogits, out); err != nil {
-		return runResult{}, err
-	}
 	// Each pass starts when every rank has arrived (a host barrier), and is timed on the
 	// device between two marks, collectives inside it between marks of their own.
 	watch := l.clock.watch
 	for it := 0; it < warmup+iters; it++ {
+		if it == warmup {
+			// The profile pass, warm like the timed ones; its replayed collectives
+			// overwrite buffers, and the timed passes after it leave the output in place.
+			if err := l.measureWork(ctx, mine, myLogits, out); err != nil {
+				return runResult{}, err
+			}
+		}
 		if err := l.job.World.Barrier(ctx); err != nil {
 			return runResult{}, err
 		}

@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
+	"strconv"
 	"unsafe"
 
 	"github.com/moerun/moerun/comm"
@@ -405,9 +406,10 @@ func (o *Ops) Close() error {
 // routing, so that the host never needs the per-expert counts (see moe_expert_plan).
 type tilePlan struct {
 	R, MaxTiles int
-	// Exact: read back the number of tiles in use (one device-to-host copy of 4 bytes, the
-	// one synchronisation of a forward pass, forced because cuBLAS takes the batch count
-	// from the host) and run only those. Chosen when the spare tiles of MaxTiles could cost
+	// Exact: read back the number of tiles in use and the per-expert counts (one
+	// device-to-host copy, the one synchronisation of a forward pass, forced because cuBLAS
+	// takes batch counts and row counts from the host) and run only those tiles, or one
+	// GEMM per expert of exactly its rows when the experts are few. Chosen when the spare tiles of MaxTiles could cost
 	// compute that matters: past the decode regime, where GEMMs stop being bound by reading
 	// the weights.
 	Exact bool
@@ -442,7 +444,46 @@ func planTiles(n, k, local int) tilePlan {
 	// see the addresses in device pointer arrays).
 	r = min(r, (n+7)/8*8)
 	maxTiles := min(slots, (slots+touched*(r-1))/r)
-	return tilePlan{R: r, MaxTiles: maxTiles, Exact: maxTiles*r > decodeRowsPerExpert*local}
+	if maxTiles*r <= decodeRowsPerExpert*local {
+		return tilePlan{R: r, MaxTiles: maxTiles}
+	}
+	// Past decode, padding is tensor-core time: tiles about the mean rows per expert
+	// (a power of two in [64, 256]; MOERUN_TILE_ROWS overrides it for experiments), so an
+	// expert wastes at most one partly filled tile.
+	r = 64
+	for r*2 <= avg && r < maxTileRows {
+		r *= 2
+	}
+	if v, err := strconv.Atoi(os.Getenv("MOERUN_TILE_ROWS")); err == nil && v >= 8 && v%8 == 0 {
+		r = v
+	}
+	r = min(r, (n+7)/8*8)
+	return tilePlan{R: r, MaxTiles: min(slots, (slots+touched*(r-1))/r), Exact: true}
+}
+
+// loopMaxExperts: with counts on the host (exact plans) and this few local experts, one
+// cuBLAS GEMM per expert over exactly its rows beats padded tiles (GROUPED-GEMM.md, table
+// B: 709 against 683 TFLOP/s for mixtral shapes, and no padding).
+const loopMaxExperts = 16
+
+// perExpert runs, for each local expert with rows, out = in · wᵀ over exactly its rows:
+// the rows of expert e start at its first tile (tiles are laid out expert-major, R rows
+// each), in and out are [rows, k] and [rows, n] tensors in that layout, w holds the
+// experts' [n, k] blocks one after another.
+func (o *Ops) perExpert(counts []float32, r int, in, w, out moe.Tensor) error {
+	first := 0
+	for e, c := range counts {
+		rows := int(c)
+		if rows == 0 {
+			continue
+		}
+		at := first * r
+		if err := o.Linear(in.RowSlice(at, rows), w.RowSlice(e*out.Cols, out.Cols), out.RowSlice(at, rows)); err != nil {
+			return err
+		}
+		first += (rows + r - 1) / r
+	}
+	return nil
 }
 
 // The decode GEMM kernel's shape (moe_expert_gemv: GEMV_WARPS warps of GEMV_ROWS weight
@@ -523,9 +564,8 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		dt         dtype.DType
 		rows, cols int
 	}{
-		{"experts.counts", dtype.Int32, 1, w.Local},
+		{"experts.meta", dtype.Int32, 1, w.Local + 1}, // per-expert counts, then the tiles in use
 		{"experts.cursor", dtype.Int32, 1, w.Local},
-		{"experts.used", dtype.Int32, 1, 1},
 		{"experts.ptrs", dtype.Int32, 6 * plan.MaxTiles, 2}, // 6 arrays of 64-bit addresses
 		{"experts.tilerows", dtype.Int32, 1, plan.MaxTiles},
 		{"experts.perm", dtype.Int32, 1, rows},
@@ -542,7 +582,9 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 			return err
 		}
 	}
-	counts, cursor, used, ptrs, tileRows, perm, pos, xg, h, a, y := t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10]
+	meta, cursor, ptrs, tileRows, perm, pos, xg, h, a, y := t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]
+	counts := moe.Tensor{Buf: meta.Buf.Slice(0, w.Local), Rows: 1, Cols: w.Local}
+	used := moe.Tensor{Buf: meta.Buf.Slice(w.Local, 1), Rows: 1, Cols: 1}
 	esz := uint64(dt.Size())
 	r := uint64(plan.R)
 	if err := o.Zero(counts); err != nil {
@@ -566,12 +608,13 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		return err
 	}
 	tiles := plan.MaxTiles
+	var hostCounts []float32
 	if plan.Exact {
-		hu := make([]float32, 1)
-		if err := o.Download(used, hu); err != nil {
+		hm := make([]float32, w.Local+1)
+		if err := o.Download(meta, hm); err != nil {
 			return err
 		}
-		tiles = int(hu[0])
+		hostCounts, tiles = hm[:w.Local], int(hm[w.Local])
 	}
 	if tiles == 0 {
 		return o.Zero(out)
@@ -585,20 +628,27 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		return err
 	}
 	arr := func(i int) uintptr { return ptrs.Buf.Ptr() + uintptr(i*plan.MaxTiles*8) }
-	gemm := func(n, k int, a, b, c uintptr) error {
+	// gemm runs out = in · Wᵀ for every tile (weights w: the experts' blocks; arrays i0:
+	// the pointer arrays of weights, inputs, outputs).
+	gemm := func(in, wt, outT moe.Tensor, i0 int) error {
+		n, k := outT.Cols, in.Cols
+		if hostCounts != nil && w.Local <= loopMaxExperts {
+			return o.perExpert(hostCounts, plan.R, in, wt, outT)
+		}
 		if useGEMV(plan, dt, n, k) {
 			grid := [3]uint32{uint32(tiles), uint32((n + gemvRowsPerBlock - 1) / gemvRowsPerBlock), 1}
-			return o.fn["moe_expert_gemv"].Launch(o.stream, grid, [3]uint32{gemvThreads, 1, 1}, 0, a, b, c, used.Buf.Ptr(), tileRows.Buf.Ptr(), n, k)
+			return o.fn["moe_expert_gemv"].Launch(o.stream, grid, [3]uint32{gemvThreads, 1, 1}, 0,
+				arr(i0), arr(i0+1), arr(i0+2), used.Buf.Ptr(), tileRows.Buf.Ptr(), n, k)
 		}
-		return o.blas.BatchedMatmulNT(plan.R, n, k, 1, b, dt, a, dt, 0, c, dt, tiles)
+		return o.blas.BatchedMatmulNT(plan.R, n, k, 1, arr(i0+1), dt, arr(i0), dt, 0, arr(i0+2), dt, tiles)
 	}
-	if err := gemm(2*inter, hd, arr(0), arr(1), arr(2)); err != nil {
+	if err := gemm(xg, w.W13, h, 0); err != nil {
 		return err
 	}
 	if err := o.launch1D("moe_gated", live*inter, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(dt), live, inter, int(act)); err != nil {
 		return err
 	}
-	if err := gemm(hd, inter, arr(3), arr(4), arr(5)); err != nil {
+	if err := gemm(a, w.W2, y, 3); err != nil {
 		return err
 	}
 	return o.launch1D("moe_combine", n*hd, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, n, k, hd, kernelType(dt), out.Buf.Ptr())
