@@ -7,7 +7,8 @@
 # Usage: bench/gpu.sh [OUTDIR]   (default: $OUT if set, else ./bench-out)
 # Environment: PRESETS (default "mixtral qwen3-30b-a3b deepseek-v3"), TOKENS (default
 # 1,16,128,1024,4096), COLL_FLAGS (our collectives sweep, default: torch's sizes and type),
-# BUDGET_S (seconds for the whole script, default 570: every step's timeout is cut to fit).
+# BUDGET_S (seconds for the whole script, default 570: every step's timeout is cut to fit),
+# RUN_FLAGS (more flags for our MoE runs, e.g. "--graph off").
 # Every step prints one line with the elapsed seconds and logs to OUTDIR/STEP.log; a failed
 # step prints its log's tail and the script goes on, then exits 1.
 set -euo pipefail
@@ -110,10 +111,10 @@ step coll_bench 150 "$outdir/coll_bench.txt" python3 -m torch.distributed.run --
 # The chunked row is compared with the unchunked one at 4096 tokens per rank.
 for p in $presets; do
   step "moe-$p" 150 "" bin/launch -np 2 --dp 2 --ep bin/worker --backend nccl run --preset "$p" --match-ref \
-    --tokens "$tokens" --iters 20 --warmup 3 --json "$outdir/moe-$p.json"
+    --tokens "$tokens" --iters 20 --warmup 3 ${RUN_FLAGS:-} --json "$outdir/moe-$p.json"
   if [[ ,$tokens, == *,4096,* ]]; then
     step "moe-$p-chunk256" 90 "" bin/launch -np 2 --dp 2 --ep bin/worker --backend nccl run --preset "$p" --match-ref \
-      --chunk 256 --tokens 4096 --iters 20 --warmup 3 --json "$outdir/moe-$p-chunk256.json"
+      --chunk 256 --tokens 4096 --iters 20 --warmup 3 ${RUN_FLAGS:-} --json "$outdir/moe-$p-chunk256.json"
   fi
 done
 

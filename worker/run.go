@@ -38,6 +38,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
 			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
 			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
+			&cli.StringFlag{Name: "graph", Value: "auto", Usage: "CUDA graphs: auto replays each row's forward pass from a graph on a GPU when nothing in it waits for the host (decode sizes); off never"},
 			&cli.BoolFlag{Name: "phases", Usage: "print each row's device time by phase (rank 0's profile pass: route, experts, collectives, …)"},
 			&cli.BoolFlag{Name: "match-ref", Usage: "make the layer ../shared/bench/moe_ref.py's: softmax top-k renormalised, no shared experts, bf16, silu, not chunked unless --chunk"},
 		},
@@ -151,6 +152,7 @@ type runResult struct {
 	// Per GPU (the busiest rank for bytes and FLOPs): time in collectives (median of the
 	// slowest rank's), useful TFLOP/s and weight bytes read per second at the median.
 	CommMs       float64 `json:"comm_ms"`
+	Graph        bool    `json:"cuda_graph"` // the timed passes replayed a CUDA graph
 	TFLOPS       float64 `json:"tflops_per_gpu"`
 	WeightGBps   float64 `json:"weight_gbps"`
 	TouchedBytes float64 `json:"touched_weight_bytes"`
@@ -213,6 +215,9 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	shard, err := moe.NewShard(cfg, p.Layout, p.Rank)
 	if err != nil {
 		return usageError{fmt.Errorf("layout %v: %w", p.Layout, err)}
+	}
+	if g := cmd.String("graph"); g != "auto" && g != "off" {
+		return usagef("--graph %q: expected auto or off", g)
 	}
 	iters, warmup := cmd.Int("iters"), cmd.Int("warmup")
 	if iters < 1 || warmup < 0 {
@@ -281,7 +286,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	tol := tolerance(cfg)
 	worst := 0.0
 	for _, tokens := range rows {
-		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, phases: phases, seed: seed, tokens: tokens, peaks: report.Peaks}
+		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, phases: phases, seed: seed, tokens: tokens, peaks: report.Peaks, graphs: cmd.String("graph") == "auto"}
 		res, err := l.measure(ctx, iters, warmup)
 		if err != nil {
 			return fmt.Errorf("rank %d: %w", p.Rank, err)
@@ -369,11 +374,16 @@ type layerRun struct {
 	work           work    // this rank's weight bytes and FLOPs per forward pass
 	commAlone      float64 // the forward pass's collectives replayed alone (median seconds)
 	phaseMs        map[string]float64
+	profileComm    float64 // seconds in collectives in the profile pass
+	chunkRows      []int   // rows the experts saw in each chunk (profile pass)
+	graphs         bool    // replay from a CUDA graph where the forward pass allows it
+	graph          *cuda.Graph
 	owned          []moe.Tensor // what measure allocated, freed by free
 }
 
-// free releases the row's tensors (device memory on a GPU).
+// free releases the row's tensors (device memory on a GPU) and its graph.
 func (l *layerRun) free() {
+	l.destroyGraph()
 	for _, t := range l.owned {
 		l.ops.Free(t)
 	}
@@ -441,6 +451,9 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 			if err := l.measureWork(ctx, mine, myLogits, out); err != nil {
 				return runResult{}, err
 			}
+			if err := l.captureGraph(ctx, mine, myLogits, out); err != nil {
+				return runResult{}, err
+			}
 		}
 		if err := l.job.World.Barrier(ctx); err != nil {
 			return runResult{}, err
@@ -450,7 +463,12 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 		if err != nil {
 			return runResult{}, err
 		}
-		if err := l.runner.Forward(ctx, mine, myLogits, out); err != nil {
+		if l.graph != nil && it >= warmup {
+			err = l.ops.(*gpu.Ops).Replay(l.graph)
+		} else {
+			err = l.runner.Forward(ctx, mine, myLogits, out)
+		}
+		if err != nil {
 			return runResult{}, err
 		}
 		end, err := watch.Mark()
@@ -468,6 +486,9 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 			c, err := l.clock.Elapsed()
 			if err != nil {
 				return runResult{}, err
+			}
+			if l.graph != nil {
+				c = l.profileComm // a replayed graph has no marks of its own inside
 			}
 			l.times, l.comm = append(l.times, d), append(l.comm, c)
 		}
@@ -488,7 +509,43 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 	}
 	l.owned = append(l.owned, x, logits, final)
 	l.x, l.logits, l.out = x.RowSlice(0, t), logits.RowSlice(0, t), final.RowSlice(0, t)
-	return runResult{Tokens: l.tokens, Chunks: l.runner.Chunks}, nil
+	return runResult{Tokens: l.tokens, Chunks: l.runner.Chunks, Graph: l.graph != nil}, nil
+}
+
+// captureGraph captures one forward pass in a CUDA graph when graphs are on, the ops are
+// a GPU's, and every chunk's experts run without host synchronisation (decode sizes). All
+// ranks agree first (each captures the same NCCL calls, so all must replay), and a failed
+// capture is an error, not a fallback: a rank that captured collectives it then never
+// runs would leave its peers waiting.
+func (l *layerRun) captureGraph(ctx context.Context, x, logits, out moe.Tensor) error {
+	l.destroyGraph()
+	g, ok := l.ops.(*gpu.Ops)
+	yes := float32(0)
+	if ok && l.graphs && g.Capturable(l.chunkRows, l.cfg.TopK, len(l.shard.Experts)) {
+		yes = 1
+	}
+	all := make([]float32, l.job.World.Size())
+	if err := comm.AllGatherFloats(ctx, l.job.World, []float32{yes}, all); err != nil {
+		return fmt.Errorf("agree on CUDA graphs: %w", err)
+	}
+	if slices.Min(all) == 0 {
+		return nil
+	}
+	l.clock.paused = true
+	graph, err := g.Capture(func() error { return l.runner.Forward(ctx, x, logits, out) })
+	l.clock.paused = false
+	if err != nil {
+		return fmt.Errorf("capture the forward pass in a CUDA graph (--graph off runs without): %w", err)
+	}
+	l.graph = graph
+	return nil
+}
+
+func (l *layerRun) destroyGraph() {
+	if l.graph != nil {
+		l.graph.Destroy()
+		l.graph = nil
+	}
 }
 
 // measureWork runs one more, untimed forward pass that counts what this rank's experts
@@ -497,6 +554,7 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) error {
 	var st routeStats
 	local := len(l.shard.Experts)
+	l.chunkRows = l.chunkRows[:0]
 	var ids []float32
 	l.runner.SetRouteHook(func(t moe.Tensor) error {
 		ids = slices.Grow(ids[:0], t.Rows*t.Cols)[:t.Rows*t.Cols]
@@ -504,6 +562,7 @@ func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) e
 			return err
 		}
 		st.add(ids, t.Rows, l.shard.ExpertMap, local)
+		l.chunkRows = append(l.chunkRows, t.Rows)
 		return nil
 	})
 	l.clock.Reset()
@@ -520,6 +579,9 @@ func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) e
 		return err
 	}
 	if l.phaseMs, err = phaseTimes(l.clock.watch, append(l.phases.spans, l.clock.recordedSpans()...)); err != nil {
+		return err
+	}
+	if l.profileComm, err = l.clock.Elapsed(); err != nil {
 		return err
 	}
 	l.work = rankWork(l.shard, st, x.Rows)

@@ -38,7 +38,7 @@ type Ops struct {
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
-	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv"}
+	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv", "moe_route_softmax"}
 
 var _ moe.Ops = (*Ops)(nil)
 
@@ -79,6 +79,27 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 
 // Name is "cuda:N".
 func (o *Ops) Name() string { return fmt.Sprintf("cuda:%d", o.dev.Ordinal) }
+
+// Capturable reports whether Experts calls over these row counts (one per chunk) run
+// without host synchronisation, so that forward passes made of them can be captured in a
+// CUDA graph and replayed.
+func (o *Ops) Capturable(rows []int, k, local int) bool {
+	if expertMode == 2 || len(rows) == 0 {
+		return false
+	}
+	for _, n := range rows {
+		if planTiles(n, k, local).Exact {
+			return false
+		}
+	}
+	return true
+}
+
+// Capture records the work f enqueues on the stream (nothing runs) as a CUDA graph.
+func (o *Ops) Capture(f func() error) (*cuda.Graph, error) { return o.stream.Capture(f) }
+
+// Replay launches a captured graph on the stream.
+func (o *Ops) Replay(g *cuda.Graph) error { return g.Launch(o.stream) }
 
 // DeviceName is the GPU's product name ("NVIDIA H100 80GB HBM3").
 func (o *Ops) DeviceName() string { return o.name }
@@ -332,6 +353,11 @@ func (o *Ops) Route(cfg router.Config, logits, weights, ids moe.Tensor) error {
 	if scale == 0 || !cfg.AppliesRoutedScale() {
 		scale = 1
 	}
+	if cfg.Kind() == router.FusedTopK && cfg.EffectiveScoring() == router.Softmax && !disableFastRoute {
+		// One warp per token (launch1D's blocks of 256 threads: 8 tokens each).
+		return o.launch1D("moe_route_softmax", 32*logits.Rows, logits.Buf.Ptr(), weights.Buf.Ptr(), ids.Buf.Ptr(),
+			logits.Rows, cfg.NumExperts, k, renorm, scale)
+	}
 	return o.launch1D("moe_route", logits.Rows, logits.Buf.Ptr(), weights.Buf.Ptr(), ids.Buf.Ptr(), logits.Rows, cfg.NumExperts, k,
 		int(cfg.EffectiveScoring()), renorm, scale, bias, grouped, cfg.NumExpertGroup, cfg.TopKGroup)
 }
@@ -421,6 +447,8 @@ const (
 	// table B: 588 TFLOP/s at 256 rows per entry).
 	minTileRows = 8
 	maxTileRows = 256
+	// maxExactTileRows bounds R once counts are read back (prefill sizes).
+	maxExactTileRows = 128
 	// decodeRowsPerExpert: while the padded GEMM rows stay under this many per local
 	// expert, the GEMMs are bound by streaming the weights and padding is nearly free.
 	decodeRowsPerExpert = 128
@@ -447,11 +475,13 @@ func planTiles(n, k, local int) tilePlan {
 	if maxTiles*r <= decodeRowsPerExpert*local {
 		return tilePlan{R: r, MaxTiles: maxTiles}
 	}
-	// Past decode, padding is tensor-core time: tiles about the mean rows per expert
-	// (a power of two in [64, 256]; MOERUN_TILE_ROWS overrides it for experiments), so an
-	// expert wastes at most one partly filled tile.
+	// Past decode, padding is tensor-core time: tiles about the mean rows per expert, a
+	// power of two in [64, 128] (measured on 2 × H200, docs/PERFORMANCE.md: 128-row tiles
+	// beat 64 and 256 for deepseek-v3 and qwen3 at 1024 and 4096 tokens per rank;
+	// MOERUN_TILE_ROWS overrides it for experiments), so an expert wastes at most one
+	// partly filled tile.
 	r = 64
-	for r*2 <= avg && r < maxTileRows {
+	for r*2 <= avg && r < maxExactTileRows {
 		r *= 2
 	}
 	if v, err := strconv.Atoi(os.Getenv("MOERUN_TILE_ROWS")); err == nil && v >= 8 && v%8 == 0 {
@@ -502,6 +532,10 @@ func useGEMV(p tilePlan, dt dtype.DType, n, k int) bool {
 	return !disableGEMV && p.R == gemvTileRows && dt == dtype.BFloat16 && k%8 == 0 && k > 0 &&
 		(n+gemvRowsPerBlock-1)/gemvRowsPerBlock <= gemvMaxGridY
 }
+
+// disableFastRoute routes every kind with moe_route, one thread per token
+// (MOERUN_FAST_ROUTE=0: for comparisons).
+var disableFastRoute = os.Getenv("MOERUN_FAST_ROUTE") == "0"
 
 // disableGEMV runs cuBLAS at decode sizes too (MOERUN_GEMV=0: for comparisons).
 var disableGEMV = os.Getenv("MOERUN_GEMV") == "0"

@@ -169,6 +169,10 @@ func TestRouteMatchesCPU(t *testing.T) {
 		{NumExperts: 256, TopK: 8, Scoring: router.Sigmoid, Renormalize: true, NumExpertGroup: 8, TopKGroup: 4, UseGroupedTopK: true, Bias: bias(256), RoutedScalingFactor: 2.5},
 		{NumExperts: 160, TopK: 6, NumExpertGroup: 8, TopKGroup: 3, UseGroupedTopK: true, RoutedScalingFactor: 16},
 		{NumExperts: 6, TopK: 2, Scoring: router.Sigmoid, NumExpertGroup: 4, TopKGroup: 2, UseGroupedTopK: true}, // falls back to softmax
+		// The warp-per-token softmax kernel: the widest, no renormalisation, and ties.
+		{NumExperts: 512, TopK: 32, Renormalize: true},
+		{NumExperts: 300, TopK: 5},
+		{NumExperts: 64, TopK: 8, Renormalize: true},
 	}
 	const tokens = 300
 	for i, cfg := range cases {
@@ -176,6 +180,9 @@ func TestRouteMatchesCPU(t *testing.T) {
 		lv := make([]float32, tokens*e)
 		for j := range lv {
 			lv[j] = float32(r.NormFloat64() * 2)
+			if i == len(cases)-1 {
+				lv[j] = float32(math.Round(float64(lv[j]))) // many exact ties
+			}
 		}
 		logits := both(t, o, c, dtype.Float32, tokens, e, lv)
 		w := both(t, o, c, dtype.Float32, tokens, k, nil)

@@ -161,6 +161,64 @@ extern "C" __global__ void moe_route(const float *logits, float *weights, int *i
   if (scale != 1.0f) for (int j = 0; j < K; j++) w[j] *= scale;
 }
 
+// The common router (softmax top-k, no groups, no bias: Mixtral, Qwen3, moe_ref.py's
+// layer) with one warp per token instead of one thread: each lane scores E/32 experts,
+// the max and the sum are warp reductions, and K rounds of a warp arg-max pick the experts
+// with moe_route's order (larger first, ties to the lower id, NaN last). The sum's order
+// differs from moe_route's, so weights can differ in the last bit; ids cannot, except
+// when two different exponentials round to the same probability.
+#define ROUTE_PER_LANE (MOE_MAX_EXPERTS / 32)
+extern "C" __global__ void moe_route_softmax(const float *logits, float *weights, int *ids, int T, int E, int K,
+                                             int renorm, float scale) {
+  int tok = (int)(((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+  if (tok >= T) return;
+  const float *z = logits + (long long)tok * E;
+  float e[ROUTE_PER_LANE];
+  const float ninf = __int_as_float(0xff800000);
+  float m = ninf;
+#pragma unroll
+  for (int q = 0; q < ROUTE_PER_LANE; q++) {
+    int i = lane + 32 * q;
+    e[q] = i < E ? z[i] : ninf;
+    if (i < E && e[q] > m) m = e[q];
+  }
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  float sum = 0.0f;
+#pragma unroll
+  for (int q = 0; q < ROUTE_PER_LANE; q++) {
+    int i = lane + 32 * q;
+    e[q] = i < E ? (float)exp((double)(e[q] - m)) : 0.0f;
+    sum += e[q];
+  }
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  unsigned taken = 0;
+  float wsum = 0.0f;
+  float *w = weights + (long long)tok * K;
+  int *id = ids + (long long)tok * K;
+  for (int j = 0; j < K; j++) {
+    float bv = 0.0f;
+    int bi = -1;
+#pragma unroll
+    for (int q = 0; q < ROUTE_PER_LANE; q++) {
+      int i = lane + 32 * q;
+      if (i < E && !(taken & (1u << q)) && (bi < 0 || beats(e[q], bv))) { bv = e[q]; bi = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (oi >= 0 && (bi < 0 || beats(ov, bv) || (!beats(bv, ov) && oi < bi))) { bv = ov; bi = oi; }
+    }
+    if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+    float p = bv / sum;
+    wsum += p;
+    if (lane == 0) { w[j] = p; id[j] = bi; }
+  }
+  if (lane == 0) {
+    float d = renorm ? (wsum > 0.0f ? wsum : 1.0f) : 1.0f;
+    for (int j = 0; j < K; j++) w[j] = w[j] / d * scale;
+  }
+}
+
 // Grouped experts, with no host round trip. Slots (token t, choice j) are bucketed by local
 // expert into tiles of R rows: expert e owns tiles [start_e, start_e + ceil(count_e/R)) of
 // an expert-major, tile-padded layout. moe_expert_count counts the slots per expert;
