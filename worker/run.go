@@ -374,7 +374,7 @@ type layerRun struct {
 	work           work    // this rank's weight bytes and FLOPs per forward pass
 	commAlone      float64 // the forward pass's collectives replayed alone (median seconds)
 	phaseMs        map[string]float64
-	profileComm    float64 // seconds in collectives in the profile pass
+	eagerComm      float64 // seconds in collectives in the last eager pass
 	chunkRows      []int   // rows the experts saw in each chunk (profile pass)
 	graphs         bool    // replay from a CUDA graph where the forward pass allows it
 	graph          *cuda.Graph
@@ -478,6 +478,11 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 		if err := ops.Sync(); err != nil {
 			return runResult{}, err
 		}
+		if it < warmup {
+			if l.eagerComm, err = l.clock.Elapsed(); err != nil {
+				return runResult{}, err
+			}
+		}
 		if it >= warmup {
 			d, err := watch.Seconds(start, end)
 			if err != nil {
@@ -488,7 +493,8 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 				return runResult{}, err
 			}
 			if l.graph != nil {
-				c = l.profileComm // a replayed graph has no marks of its own inside
+				// A replayed graph has no marks of its own inside: the last eager pass's.
+				c = l.eagerComm
 			}
 			l.times, l.comm = append(l.times, d), append(l.comm, c)
 		}
@@ -581,8 +587,10 @@ func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) e
 	if l.phaseMs, err = phaseTimes(l.clock.watch, append(l.phases.spans, l.clock.recordedSpans()...)); err != nil {
 		return err
 	}
-	if l.profileComm, err = l.clock.Elapsed(); err != nil {
-		return err
+	if l.eagerComm == 0 { // no warm-up pass: the profile pass's (its host waits inflate it)
+		if l.eagerComm, err = l.clock.Elapsed(); err != nil {
+			return err
+		}
 	}
 	l.work = rankWork(l.shard, st, x.Rows)
 	const reps = 5
