@@ -484,12 +484,22 @@ func planTiles(n, k, local int) tilePlan {
 	for r*2 <= avg && r < maxExactTileRows {
 		r *= 2
 	}
-	if v, err := strconv.Atoi(os.Getenv("MOERUN_TILE_ROWS")); err == nil && v >= 8 && v%8 == 0 {
-		r = v
+	if tileRowsOverride > 0 {
+		r = tileRowsOverride
 	}
 	r = min(r, (n+7)/8*8)
 	return tilePlan{R: r, MaxTiles: min(slots, (slots+touched*(r-1))/r), Exact: true}
 }
+
+// tileRowsOverride is MOERUN_TILE_ROWS (a multiple of 8), the tile rows of exact plans for
+// experiments; 0 when unset or invalid.
+var tileRowsOverride = func() int {
+	v, err := strconv.Atoi(os.Getenv("MOERUN_TILE_ROWS"))
+	if err != nil || v < 8 || v%8 != 0 {
+		return 0
+	}
+	return v
+}()
 
 // loopMaxExperts: with counts on the host (exact plans) and this few local experts, one
 // cuBLAS GEMM per expert over exactly its rows beats padded tiles (GROUPED-GEMM.md, table
@@ -546,9 +556,10 @@ var expertMode = 0
 
 // Experts runs the local experts over the routed rows: count the slots per local expert,
 // plan the tiles and write the GEMMs' pointer arrays on the device, gather the rows tile by
-// tile, one batched GEMM for gate and up of every tile, the gated activation, one batched
-// GEMM for down, and the weighted sum over top-k in float32. No host synchronisation
-// unless the plan is Exact (prefill sizes).
+// tile, the gate+up GEMM, the gated activation, the down GEMM, and the weighted sum over
+// top-k in float32. The GEMMs are the GEMV kernel for 8-row tiles, one cuBLAS GEMM per
+// expert when the plan is exact and the experts few, else one batched cuBLAS GEMM over the
+// tiles. No host synchronisation unless the plan is exact (prefill sizes).
 func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMap []int32, act moe.Activation, onInput bool, out moe.Tensor) error {
 	n, k, hd, inter := x.Rows, weights.Cols, w.H, w.I
 	switch {
