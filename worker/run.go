@@ -478,26 +478,23 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 		if err := ops.Sync(); err != nil {
 			return runResult{}, err
 		}
+		c, err := l.clock.Elapsed()
+		if err != nil {
+			return runResult{}, err
+		}
 		if it < warmup {
-			if l.eagerComm, err = l.clock.Elapsed(); err != nil {
-				return runResult{}, err
-			}
+			l.eagerComm = c
+			continue
 		}
-		if it >= warmup {
-			d, err := watch.Seconds(start, end)
-			if err != nil {
-				return runResult{}, err
-			}
-			c, err := l.clock.Elapsed()
-			if err != nil {
-				return runResult{}, err
-			}
-			if l.graph != nil {
-				// A replayed graph has no marks of its own inside: the last eager pass's.
-				c = l.eagerComm
-			}
-			l.times, l.comm = append(l.times, d), append(l.comm, c)
+		if l.graph != nil {
+			// A replayed graph has no marks of its own inside: the last eager pass's.
+			c = l.eagerComm
 		}
+		d, err := watch.Seconds(start, end)
+		if err != nil {
+			return runResult{}, err
+		}
+		l.times, l.comm = append(l.times, d), append(l.comm, c)
 	}
 
 	// The model's side of sequence parallelism: all-gather over TP and drop the padding.
