@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -222,6 +223,11 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	iters, warmup := cmd.Int("iters"), cmd.Int("warmup")
 	if iters < 1 || warmup < 0 {
 		return usagef("--iters %d --warmup %d: expected at least 1 timed and 0 or more warm-up passes", iters, warmup)
+	}
+	if p.Rank == 0 { // the only rank that writes it
+		if err := checkWritableFile("--json", cmd.String("json")); err != nil {
+			return usageError{err}
+		}
 	}
 	saveDir := cmd.String("save")
 	if saveDir != "" {
@@ -743,6 +749,21 @@ func (l *layerRun) check(ref *moe.Reference, tol float64) (maxErr float64, check
 		}
 	}
 	return maxErr, len(rows), nil
+}
+
+// checkWritableFile proves, before any work, that path (if given) can be written: its
+// directory exists and takes a new file. The real file is written at the end, atomically.
+func checkWritableFile(flag, path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".moerun-write-test-*")
+	if err != nil {
+		return fmt.Errorf("%s %s: cannot write there: %w", flag, path, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
 
 // checkWritableDir creates dir if needed and proves that a file can be written there, so
