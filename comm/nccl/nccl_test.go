@@ -1,9 +1,11 @@
 package nccl
 
 import (
+	"context"
 	"runtime"
 	"testing"
 
+	"github.com/moerun/moerun/comm"
 	"github.com/moerun/moerun/comm/commtest"
 	"github.com/moerun/moerun/cuda"
 )
@@ -27,4 +29,10 @@ func TestConformanceOnGPUs(t *testing.T) {
 	}
 	t.Logf("NCCL %s from %s, %d GPU(s)", lib.VersionString(), lib.Path(), n)
 	commtest.ConformanceUpTo(t, Open, n)
+	// The same with the world created blocking (MOERUN_NCCL_WORLD=blocking).
+	t.Run("blocking-world", func(t *testing.T) {
+		commtest.ConformanceUpTo(t, func(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
+			return open(ctx, cfg, true)
+		}, n)
+	})
 }
