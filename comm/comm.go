@@ -102,6 +102,12 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives backend diagnostics; nil means slog.Default().
 	Logger *slog.Logger
+	// Token is the job's secret (the store token, MOERUN_TOKEN; never log it). Backends
+	// that connect ranks to each other directly (tcp) make every peer prove it before any
+	// data flows. Empty: the tcp backend's Open reads MOERUN_TOKEN, and without one (ranks
+	// in one process over an in-memory store, as in tests) peers prove only that they
+	// speak the protocol for this group.
+	Token string
 }
 
 // OpenFunc builds a backend's world communicator. It is called by every rank.

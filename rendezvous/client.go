@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // redialled on the next call when the Client was made by Dial.
 type Client struct {
 	token  string
+	addr   string                                      // the store's, for errors
 	redial func(ctx context.Context) (net.Conn, error) // nil: cannot redial (NewClient)
 	sem    chan struct{}                               // one slot: the request in flight
 
@@ -44,16 +46,22 @@ type clientConn struct {
 	br *bufio.Reader
 }
 
-// Dial connects to the store at addr (host:port) and presents token. Connection refused is
-// retried with backoff until ctx ends, because workers may start before the store listens.
-// A refused token fails at once with an error matching ErrBadToken.
+// Dial connects to the store at addr (host:port), and the store and the client prove the
+// job token to each other (the token itself never travels). Connection refused, and a
+// store at its limit of connections, are retried with backoff until ctx ends, because
+// workers may start before the store listens. A store that does not prove the token (it
+// serves another job) fails at once with an error matching ErrBadToken; a token shorter
+// than MinTokenLen fails before anything is sent.
 func Dial(ctx context.Context, addr, token string) (*Client, error) {
 	var d net.Dialer
 	return dial(ctx, addr, token, d.DialContext)
 }
 
 func dial(ctx context.Context, addr, token string, dialer dialFunc) (*Client, error) {
-	c := newClient(token)
+	if err := CheckToken(token); err != nil {
+		return nil, fmt.Errorf("rendezvous %s: %w", addr, err)
+	}
+	c := newClient(token, addr)
 	c.redial = func(ctx context.Context) (net.Conn, error) { return dialRetry(ctx, addr, dialer) }
 	c.sem <- struct{}{}
 	defer func() { <-c.sem }()
@@ -63,20 +71,24 @@ func dial(ctx context.Context, addr, token string, dialer dialFunc) (*Client, er
 	return c, nil
 }
 
-// NewClient presents token over an already connected conn. Such a client cannot redial: once
-// its connection breaks (a cancelled call), every later call fails.
+// NewClient runs the token proof over an already connected conn. Such a client cannot
+// redial: once its connection breaks (a cancelled call), every later call fails.
 func NewClient(ctx context.Context, conn net.Conn, token string) (*Client, error) {
-	c := newClient(token)
+	c := newClient(token, conn.RemoteAddr().String())
+	if err := CheckToken(token); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("rendezvous %s: %w", c.addr, err)
+	}
 	cc, err := c.handshake(ctx, conn)
 	if err != nil {
-		return nil, err
+		return nil, c.handshakeErr(err)
 	}
 	c.conn = cc
 	return c, nil
 }
 
-func newClient(token string) *Client {
-	return &Client{token: token, sem: make(chan struct{}, 1)}
+func newClient(token, addr string) *Client {
+	return &Client{token: token, addr: addr, sem: make(chan struct{}, 1)}
 }
 
 func dialRetry(ctx context.Context, addr string, dialer dialFunc) (net.Conn, error) {
@@ -92,38 +104,80 @@ func dialRetry(ctx context.Context, addr string, dialer dialFunc) (net.Conn, err
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("rendezvous: dial %s: %w", addr, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, backoff) {
 			return nil, fmt.Errorf("rendezvous: dial %s: %w (last attempt: %v)", addr, ctx.Err(), err)
-		case <-t.C:
 		}
 		backoff = min(2*backoff, dialBackoffMax)
 	}
 }
 
-// handshake sends the token over conn and reads the verdict; it closes conn on failure.
+// sleep waits d, or until ctx ends (then it reports false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// handshake proves the token over conn and checks the store's proof, within the server's
+// handshake limit and ctx; it closes conn on failure.
 func (c *Client) handshake(ctx context.Context, conn net.Conn) (*clientConn, error) {
-	cc := &clientConn{c: conn, br: bufio.NewReader(conn)}
-	p, err := roundTrip(ctx, cc, request{op: opHello, arg: protoVersion, value: []byte(c.token)})
-	switch {
-	case err != nil:
-		err = fmt.Errorf("rendezvous: handshake with %s: %w", conn.RemoteAddr(), err)
-	case p.status == statusBadToken:
-		err = ErrBadToken
-	case p.status != statusOK:
-		err = fmt.Errorf("rendezvous: handshake with %s: %w", conn.RemoteAddr(), statusErr(p))
+	dl := time.Now().Add(defaultLimits.handshake)
+	d, ctxFirst := ctx.Deadline()
+	if ctxFirst = ctxFirst && d.Before(dl); ctxFirst {
+		dl = d
+	}
+	conn.SetDeadline(dl)
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		conn.SetDeadline(time.Unix(1, 0))
+	})
+	err := HandshakeDial(conn, c.token, storeLabel)
+	if !stop() {
+		<-fired
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err == nil {
+		err = conn.SetDeadline(time.Time{})
+	}
+	if ctxFirst && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = context.DeadlineExceeded // the socket's deadline fired a moment before ctx's timer
 	}
 	if err != nil {
 		conn.Close()
+		if ctx.Err() != nil && !errors.Is(err, ErrTokenMismatch) {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
-	return cc, nil
+	return &clientConn{c: conn, br: bufio.NewReader(conn)}, nil
 }
 
-// current returns the live connection, dialling a new one if the last broke. The caller
-// holds c.sem.
+// handshakeErr is the one line that says why a handshake failed.
+func (c *Client) handshakeErr(err error) error {
+	switch {
+	case errors.Is(err, ErrTokenMismatch):
+		return fmt.Errorf("rendezvous %s: %w", c.addr, ErrBadToken)
+	case errors.Is(err, errBusy):
+		return fmt.Errorf("rendezvous %s: the store is busy: it serves its limit of connections", c.addr)
+	case errors.Is(err, errEarlyClose):
+		return fmt.Errorf("rendezvous %s: the store closed the connection before answering (too many connections proving their token?)", c.addr)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("rendezvous %s: no answer to the token proof within %v (is it a moerun store?)", c.addr, defaultLimits.handshake)
+	}
+	return fmt.Errorf("rendezvous %s: handshake: %w", c.addr, err)
+}
+
+// current returns the live connection, dialling a new one if the last broke. A store that
+// is busy, or that closes new connections at once (too many still proving their token), is
+// retried with backoff until ctx ends. The caller holds c.sem.
 func (c *Client) current(ctx context.Context) (*clientConn, error) {
 	c.mu.Lock()
 	closed, cc := c.closed, c.conn
@@ -136,12 +190,21 @@ func (c *Client) current(ctx context.Context) (*clientConn, error) {
 	case c.redial == nil:
 		return nil, errors.New("rendezvous: connection lost (a client made by NewClient cannot redial)")
 	}
-	conn, err := c.redial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if cc, err = c.handshake(ctx, conn); err != nil {
-		return nil, err
+	for backoff := dialBackoffMin; ; backoff = min(2*backoff, dialBackoffMax) {
+		conn, err := c.redial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		cc, err = c.handshake(ctx, conn)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errBusy) && !errors.Is(err, errEarlyClose) {
+			return nil, c.handshakeErr(err)
+		}
+		if !sleep(ctx, backoff) {
+			return nil, fmt.Errorf("%w (gave up: %w)", c.handshakeErr(err), ctx.Err())
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -214,6 +277,12 @@ func roundTrip(ctx context.Context, cc *clientConn, q request) (response, error)
 		return response{}, ctx.Err()
 	}
 	return p, err
+}
+
+// isReset reports a connection that the peer closed with our bytes unread, as it shows on
+// Linux: reset on reading, a broken pipe on writing.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func statusErr(p response) error {

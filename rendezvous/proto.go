@@ -1,55 +1,54 @@
 package rendezvous
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 )
 
-// Wire format (all integers big-endian). A connection is a strict request/response exchange:
-// the client sends one request frame and reads one response frame before the next.
+// Wire format (all integers big-endian). A connection opens with the mutual token proof of
+// auth.go under storeLabel; then it is a strict request/response exchange: the client sends
+// one request frame and reads one response frame before the next.
 //
 //	request:  op u8 | arg i64 | keyLen u32 | valLen u32 | key | value
 //	response: status u8 | arg i64 | valLen u32 | value
 //
-// The first request must be opHello with arg = protoVersion and the token as value; the
-// server answers statusOK or statusBadToken (and then closes). Lengths are checked against
-// the limits below before anything is allocated; a frame over a limit is answered with
-// statusError and the connection is closed, since its body cannot be skipped cheaply.
+// Lengths are checked against the limits below before anything past the header is read,
+// and a body's buffer grows only as its bytes arrive, so a length prefix alone costs no
+// memory. A frame over a limit is answered with statusError and the connection is closed,
+// since its body cannot be skipped cheaply.
 const (
 	// MaxKeyLen is the longest key, in bytes.
 	MaxKeyLen = 4 << 10
 	// MaxValueLen is the longest value, in bytes.
 	MaxValueLen = 64 << 20
 
-	// maxTokenLen bounds what an unauthenticated peer can make the server read.
-	maxTokenLen = 256
-
-	protoVersion = 1
+	// storeLabel binds the store's token proofs to the store and to this version of its
+	// frames: a client of another version is told so before it sends a frame.
+	storeLabel = "moerun-store/2"
 
 	reqHeaderLen  = 1 + 8 + 4 + 4
 	respHeaderLen = 1 + 8 + 4
+
+	// bodyChunk is how far a body's buffer may run ahead of the bytes received.
+	bodyChunk = 64 << 10
 )
 
 type op uint8
 
 const (
-	opHello op = 1 + iota // arg: protoVersion; value: token
-	opSet                 // key, value
-	opGet                 // key; statusNotFound when absent
-	opWait                // key; arg: timeout in nanoseconds, 0 = none; statusTimeout at expiry
-	opAdd                 // key; arg: delta; response arg: the new value
+	opSet  op = 1 + iota // key, value
+	opGet                // key; statusNotFound when absent
+	opWait               // key; arg: timeout in nanoseconds, 0 = none; statusTimeout at expiry
+	opAdd                // key; arg: delta; response arg: the new value
 )
 
 func (o op) String() string {
 	switch o {
-	case opHello:
-		return "hello"
 	case opSet:
 		return "set"
 	case opGet:
@@ -68,7 +67,6 @@ const (
 	statusOK status = iota
 	statusNotFound
 	statusTimeout
-	statusBadToken
 	statusError // value: the message
 )
 
@@ -85,12 +83,14 @@ type response struct {
 	value  []byte
 }
 
-// ErrBadToken is returned by Dial and NewClient when the server refuses the token. It is
-// final: retrying with the same token cannot succeed.
-var ErrBadToken = errors.New("rendezvous: the store refused the job token")
+// ErrBadToken is returned (wrapped, naming the store's address) by Dial and NewClient when
+// the store does not prove the client's token: it serves another job. It matches
+// ErrTokenMismatch too, and it is final: retrying with the same token cannot succeed.
+var ErrBadToken = fmt.Errorf("the store belongs to another job (%w)", ErrTokenMismatch)
 
-// frameError is a request the server refuses to read (too large, unknown op); the server
-// answers it with statusError and closes the connection.
+// frameError is a frame refused from its header: a request the server will not read (too
+// large, unknown op, no room left in the store), which it answers with statusError before
+// closing the connection, or a response over the limit, which ends the client's connection.
 type frameError struct{ msg string }
 
 func (e *frameError) Error() string { return e.msg }
@@ -152,35 +152,86 @@ func writeFrame(w io.Writer, parts ...[]byte) error {
 	return err
 }
 
-// readRequest reads one request. Before authentication only a hello with a short token is
-// accepted, so an unauthenticated peer cannot make the server allocate much.
-func readRequest(r *bufio.Reader, authed bool) (request, error) {
+// reqHeader is a request's fixed part, read before deciding whether to read the rest.
+type reqHeader struct {
+	op             op
+	arg            int64
+	keyLen, valLen uint32
+}
+
+func readReqHeader(r io.Reader) (reqHeader, error) {
 	var h [reqHeaderLen]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return reqHeader{}, err
+	}
+	return reqHeader{
+		op:     op(h[0]),
+		arg:    int64(binary.BigEndian.Uint64(h[1:])),
+		keyLen: binary.BigEndian.Uint32(h[9:]),
+		valLen: binary.BigEndian.Uint32(h[13:]),
+	}, nil
+}
+
+// check refuses a header whose op is unknown or whose lengths pass the limits.
+func (h reqHeader) check() error {
+	switch {
+	case h.op < opSet || h.op > opAdd:
+		return &frameError{fmt.Sprintf("unknown %v", h.op)}
+	case h.keyLen > MaxKeyLen:
+		return &frameError{fmt.Sprintf("frame too large: key of %d bytes (limit %d)", h.keyLen, MaxKeyLen)}
+	case h.valLen > MaxValueLen:
+		return &frameError{fmt.Sprintf("frame too large: value of %d bytes (limit %d)", h.valLen, MaxValueLen)}
+	}
+	return nil
+}
+
+// size is what the body will hold in memory once read.
+func (h reqHeader) size() int64 { return int64(h.keyLen) + int64(h.valLen) }
+
+// readReqBody reads the key and value that h announces (h must have passed check).
+func readReqBody(r io.Reader, h reqHeader) (request, error) {
+	q := request{op: h.op, arg: h.arg}
+	key, err := readBody(r, int(h.keyLen))
+	if err != nil {
 		return request{}, err
 	}
-	q := request{op: op(h[0]), arg: int64(binary.BigEndian.Uint64(h[1:]))}
-	keyLen := binary.BigEndian.Uint32(h[9:])
-	valLen := binary.BigEndian.Uint32(h[13:])
-	switch {
-	case !authed && q.op != opHello:
-		return request{}, &frameError{fmt.Sprintf("expected hello, got %v", q.op)}
-	case !authed && (keyLen != 0 || valLen > maxTokenLen):
-		return request{}, &frameError{fmt.Sprintf("hello frame too large (key %d, token %d bytes)", keyLen, valLen)}
-	case authed && (q.op < opSet || q.op > opAdd):
-		return request{}, &frameError{fmt.Sprintf("unknown %v", q.op)}
-	case keyLen > MaxKeyLen:
-		return request{}, &frameError{fmt.Sprintf("frame too large: key of %d bytes (limit %d)", keyLen, MaxKeyLen)}
-	case valLen > MaxValueLen:
-		return request{}, &frameError{fmt.Sprintf("frame too large: value of %d bytes (limit %d)", valLen, MaxValueLen)}
+	q.key = string(key)
+	if q.value, err = readBody(r, int(h.valLen)); err != nil {
+		return request{}, err
 	}
-	body := make([]byte, int(keyLen)+int(valLen))
-	if _, err := io.ReadFull(r, body); err != nil {
-		return request{}, noEOF(err)
-	}
-	q.key = string(body[:keyLen])
-	q.value = body[keyLen:len(body):len(body)]
 	return q, nil
+}
+
+// readRequest reads and checks one whole request: the decoder under the server's reader
+// (which reads the header and the body separately, to account for the body first).
+func readRequest(r io.Reader) (request, error) {
+	h, err := readReqHeader(r)
+	if err != nil {
+		return request{}, err
+	}
+	if err := h.check(); err != nil {
+		return request{}, err
+	}
+	return readReqBody(r, h)
+}
+
+// readBody reads n bytes into a buffer that grows (doubling) as they arrive, never more
+// than bodyChunk or the bytes received so far ahead of them: a peer that announces 64 MiB
+// and sends 10 bytes costs 64 KiB, not 64 MiB. An EOF inside the body is
+// ErrUnexpectedEOF.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	b := make([]byte, 0, min(n, bodyChunk))
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(len(b), n-len(b)))
+		}
+		k, err := io.ReadFull(r, b[len(b):min(cap(b), n)])
+		b = b[:len(b)+k]
+		if err != nil {
+			return nil, noEOF(err)
+		}
+	}
+	return b, nil
 }
 
 func writeResponse(w io.Writer, p response) error {
@@ -191,7 +242,7 @@ func writeResponse(w io.Writer, p response) error {
 	return writeFrame(w, h[:], p.value)
 }
 
-func readResponse(r *bufio.Reader) (response, error) {
+func readResponse(r io.Reader) (response, error) {
 	var h [respHeaderLen]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return response{}, err
@@ -199,11 +250,11 @@ func readResponse(r *bufio.Reader) (response, error) {
 	p := response{status: status(h[0]), arg: int64(binary.BigEndian.Uint64(h[1:]))}
 	n := binary.BigEndian.Uint32(h[9:])
 	if n > MaxValueLen {
-		return response{}, fmt.Errorf("response of %d bytes is over the limit of %d", n, MaxValueLen)
+		return response{}, &frameError{fmt.Sprintf("response of %d bytes is over the limit of %d", n, MaxValueLen)}
 	}
-	p.value = make([]byte, n)
-	if _, err := io.ReadFull(r, p.value); err != nil {
-		return response{}, noEOF(err)
+	var err error
+	if p.value, err = readBody(r, int(n)); err != nil {
+		return response{}, err
 	}
 	return p, nil
 }

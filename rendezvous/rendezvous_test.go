@@ -48,11 +48,18 @@ func mustClient(t *testing.T, connect func(string) (*Client, error)) *Client {
 // tcpStore serves a store on a loopback port until cleanup and returns its address.
 func tcpStore(t *testing.T) (*Server, string) {
 	t.Helper()
+	return tcpStoreLimits(t, defaultLimits)
+}
+
+// tcpStoreLimits is tcpStore with other limits.
+func tcpStoreLimits(t *testing.T, lim limits) (*Server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := NewServer(testToken, nil)
+	s.lim = lim
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -375,11 +382,12 @@ func TestDialRealListener(t *testing.T) {
 }
 
 func TestBadToken(t *testing.T) {
+	other := strings.Repeat("f", len(testToken))
 	t.Run("pipe", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			_, connect := pipeStore(t)
-			if _, err := connect("wrong"); !errors.Is(err, ErrBadToken) {
-				t.Errorf("NewClient with a wrong token: err = %v, want ErrBadToken", err)
+			if _, err := connect(other); !errors.Is(err, ErrBadToken) || !errors.Is(err, ErrTokenMismatch) {
+				t.Errorf("NewClient with another job's token: err = %v, want ErrBadToken", err)
 			}
 			if _, err := connect(testToken + "0"); !errors.Is(err, ErrBadToken) {
 				t.Errorf("NewClient with a longer token: err = %v, want ErrBadToken", err)
@@ -394,8 +402,12 @@ func TestBadToken(t *testing.T) {
 		_, addr := tcpStore(t)
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()
-		if _, err := Dial(ctx, addr, "wrong"); !errors.Is(err, ErrBadToken) {
-			t.Errorf("Dial with a wrong token: err = %v, want ErrBadToken", err)
+		_, err := Dial(ctx, addr, other)
+		if want := "rendezvous " + addr + ": the store belongs to another job (token mismatch)"; err == nil || err.Error() != want {
+			t.Errorf("Dial with another job's token: err = %v, want %q", err, want)
+		}
+		if !errors.Is(err, ErrBadToken) {
+			t.Errorf("Dial with another job's token: err = %v does not match ErrBadToken", err)
 		}
 		if ctx.Err() != nil {
 			t.Errorf("Dial retried a bad token until its deadline")
@@ -411,22 +423,19 @@ func TestBadToken(t *testing.T) {
 	})
 }
 
-// rawConn is a handshaken connection speaking the wire format by hand.
+// rawConn is a connection that has proved token (if not empty) and then speaks the wire
+// format by hand.
 func rawConn(t *testing.T, s *Server, token string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	a, b := net.Pipe()
 	go s.ServeConn(b)
 	t.Cleanup(func() { a.Close() })
-	br := bufio.NewReader(a)
 	if token != "" {
-		if err := writeRequest(a, request{op: opHello, arg: protoVersion, value: []byte(token)}); err != nil {
-			t.Fatal(err)
-		}
-		if p, err := readResponse(br); err != nil || p.status != statusOK {
-			t.Fatalf("hello: %v, %v", p, err)
+		if err := HandshakeDial(a, token, storeLabel); err != nil {
+			t.Fatalf("handshake: %v", err)
 		}
 	}
-	return a, br
+	return a, bufio.NewReader(a)
 }
 
 func TestOversizedFrameRejected(t *testing.T) {
@@ -438,27 +447,21 @@ func TestOversizedFrameRejected(t *testing.T) {
 		return h[:]
 	}
 	cases := []struct {
-		name   string
-		authed bool
-		frame  []byte
-		want   string
+		name  string
+		frame []byte
+		want  string
 	}{
-		{"key", true, header(opSet, MaxKeyLen+1, 0), "frame too large: key of 4097 bytes"},
-		{"value", true, header(opSet, 1, MaxValueLen+1), "frame too large: value of 67108865 bytes"},
-		{"value 4GiB", true, header(opSet, 1, 1<<32-1), "frame too large: value of 4294967295 bytes"},
-		{"token", false, header(opHello, 0, 1<<20), "hello frame too large"},
-		{"no hello", false, header(opSet, 1, 1), "expected hello, got set"},
-		{"unknown op", true, header(op(99), 0, 0), "unknown op(99)"},
+		{"key", header(opSet, MaxKeyLen+1, 0), "frame too large: key of 4097 bytes"},
+		{"value", header(opSet, 1, MaxValueLen+1), "frame too large: value of 67108865 bytes"},
+		{"value 4GiB", header(opSet, 1, 1<<32-1), "frame too large: value of 4294967295 bytes"},
+		{"unknown op", header(op(99), 0, 0), "unknown op(99)"},
+		{"op 0", header(op(0), 0, 0), "unknown op(0)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				s, connect := pipeStore(t)
-				token := ""
-				if tc.authed {
-					token = testToken
-				}
-				conn, br := rawConn(t, s, token)
+				conn, br := rawConn(t, s, testToken)
 				// Only the header is sent: the server must answer without reading a body.
 				if _, err := conn.Write(tc.frame); err != nil {
 					t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/rendezvous"
 )
 
 func init() { comm.Register("tcp", Open) }
@@ -49,14 +50,29 @@ type Comm struct {
 
 var _ comm.Communicator = (*Comm)(nil)
 
-// hello is the first message on a ring connection, so that a stray or stale dialer (a
-// port reused by another job, another group of this job) is refused.
-const helloMagic = "moerun-tcp-ring/1"
+// Every ring connection opens with the job token's mutual proof (rendezvous.HandshakeDial
+// and HandshakeAccept), under a label that names the group and the link, so that a stray
+// or stale dialer (another job's process on a reused port, another group of this job, a
+// port scanner) is refused before any data flows, and a dialer never feeds data to a
+// listener that is not its successor. The token itself never travels.
+const (
+	// ringHandshake bounds one connection's proof, within the set-up's own deadline.
+	ringHandshake = 10 * time.Second
+	// maxRingProofs is how many connections a rank's listener checks at once while it
+	// waits for its predecessor. A few strays that connect and stall delay nobody; more
+	// wait in the listen backlog, each wave holding the predecessor up by at most
+	// ringHandshake, and cost no more goroutines.
+	maxRingProofs = 8
+)
 
 // Open joins the world ring with the default Options, except that MOERUN_TCP_CMA=0 in the
-// environment turns the single-host fast path off (as NCCL_SHM_DISABLE does for NCCL).
-// Every rank of cfg.Size must call it with the same Namespace.
+// environment turns the single-host fast path off (as NCCL_SHM_DISABLE does for NCCL), and
+// that the job token comes from MOERUN_TOKEN when cfg.Token is empty. Every rank of
+// cfg.Size must call it with the same Namespace and token.
 func Open(ctx context.Context, cfg comm.Config) (comm.Communicator, error) {
+	if cfg.Token == "" {
+		cfg.Token = os.Getenv(rendezvous.EnvToken)
+	}
 	return Options{NoCMA: os.Getenv("MOERUN_TCP_CMA") == "0"}.Open(ctx, cfg)
 }
 
@@ -107,11 +123,17 @@ func open(ctx context.Context, cfg comm.Config, opt Options) (*Comm, error) {
 		err  error
 	}
 	acc := make(chan accepted, 1)
+	actx, stopAccepting := context.WithCancel(ctx)
+	defer stopAccepting()
 	go func() {
-		conn, err := c.acceptPrev(ctx, ln)
+		conn, err := c.acceptPrev(actx, ln)
 		acc <- accepted{conn, err}
 	}()
 	next, dialErr := c.dialNext(ctx)
+	if dialErr != nil {
+		// A rank that cannot join its successor does not wait for its predecessor.
+		stopAccepting()
+	}
 	a := <-acc
 	if dialErr != nil || a.err != nil {
 		if next != nil {
@@ -120,7 +142,10 @@ func open(ctx context.Context, cfg comm.Config, opt Options) (*Comm, error) {
 		if a.conn != nil {
 			a.conn.Close()
 		}
-		return nil, errors.Join(dialErr, a.err)
+		if dialErr != nil {
+			return nil, dialErr
+		}
+		return nil, a.err
 	}
 	c.next, c.prev = next, a.conn
 	if err := c.setupLocal(ctx); err != nil {
@@ -154,50 +179,105 @@ func (c *Comm) dialNext(ctx context.Context) (net.Conn, error) {
 		return nil, fmt.Errorf("connect to rank %d at %s: %w", peer, addr, err)
 	}
 	tune(conn)
-	hello := c.hello(c.rank)
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetWriteDeadline(dl)
-	}
-	if _, err := conn.Write(hello); err != nil {
+	if err := c.prove(ctx, conn, c.ringLabel(c.rank, peer), true); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("greet rank %d: %w", peer, err)
+		if errors.Is(err, rendezvous.ErrTokenMismatch) {
+			return nil, fmt.Errorf("connect to rank %d at %s: the peer does not hold this job's token (%w)", peer, addr, err)
+		}
+		return nil, fmt.Errorf("connect to rank %d at %s: token proof: %w", peer, addr, err)
 	}
-	conn.SetWriteDeadline(time.Time{})
 	return conn, nil
 }
 
+// acceptPrev accepts connections until one proves to be the predecessor: it holds the
+// job's token and means this link. Proofs run concurrently, at most maxRingProofs at once,
+// so a stray connection that stalls holds up nobody; strays are logged and closed.
 func (c *Comm) acceptPrev(ctx context.Context, ln net.Listener) (net.Conn, error) {
 	peer := (c.rank - 1 + c.size) % c.size
-	want := c.hello(peer)
+	label := c.ringLabel(peer, c.rank)
+	ctx, cancel := context.WithCancel(ctx)
+	var proofs sync.WaitGroup
+	defer func() {
+		cancel() // aborts the proofs still running
+		proofs.Wait()
+	}()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	won := make(chan net.Conn, 1)
+	fail := func(err error) (net.Conn, error) {
+		select {
+		case conn := <-won:
+			return conn, nil
+		default:
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("wait for rank %d to connect: %w", peer, err)
+	}
+	slots := make(chan struct{}, maxRingProofs)
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
 		conn, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("wait for rank %d to connect: %w", peer, ctx.Err())
+			return fail(err)
+		}
+		proofs.Go(func() {
+			defer func() { <-slots }()
+			if err := c.prove(ctx, conn, label, false); err != nil {
+				if ctx.Err() == nil {
+					c.cfg.Logger.Warn("tcp: refused a connection that is not our ring predecessor", "from", conn.RemoteAddr(), "rank", c.rank, "err", err)
+				}
+				conn.Close()
+				return
 			}
-			return nil, fmt.Errorf("wait for rank %d to connect: %w", peer, err)
-		}
-		got := make([]byte, len(want))
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err = io.ReadFull(conn, got)
-		conn.SetReadDeadline(time.Time{})
-		if err != nil || string(got) != string(want) {
-			c.cfg.Logger.Warn("tcp: refused a connection that is not our ring predecessor", "from", conn.RemoteAddr(), "rank", c.rank)
-			conn.Close()
-			continue
-		}
-		tune(conn)
-		return conn, nil
+			select {
+			case won <- conn:
+				cancel() // closes ln: the accept loop returns the winner
+			default:
+				conn.Close()
+			}
+		})
 	}
 }
 
-// hello names the namespace and the sender's rank, length-prefixed.
-func (c *Comm) hello(from int) []byte {
-	body := helloMagic + "\x00" + c.cfg.Namespace + "\x00" + strconv.Itoa(from) + "/" + strconv.Itoa(c.size)
-	b := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
-	return append(b, body...)
+// prove runs this side of the token proof on a new ring connection, within ringHandshake
+// and ctx.
+func (c *Comm) prove(ctx context.Context, conn net.Conn, label string, dialer bool) error {
+	dl := time.Now().Add(ringHandshake)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	conn.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	var err error
+	if dialer {
+		err = rendezvous.HandshakeDial(conn, c.cfg.Token, label)
+	} else {
+		err = rendezvous.HandshakeAccept(conn, c.cfg.Token, label)
+	}
+	if !stop() {
+		// ctx ended during the proof, and its deadline may land at any moment: the
+		// connection is of no use.
+		if err == nil || !errors.Is(err, rendezvous.ErrTokenMismatch) {
+			err = ctx.Err()
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	return conn.SetDeadline(time.Time{})
+}
+
+// ringLabel names the link from rank `from` to rank `to` of this group: a proof for one
+// link (of another group, or another size) opens no other.
+func (c *Comm) ringLabel(from, to int) string {
+	return "moerun-tcp-ring/2\x00" + c.cfg.Namespace + "\x00" + strconv.Itoa(from) + ">" + strconv.Itoa(to) + "/" + strconv.Itoa(c.size)
 }
 
 func tune(conn net.Conn) {
