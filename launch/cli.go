@@ -14,6 +14,7 @@ import (
 // Exit codes of the launcher itself (a failed rank's code is passed through instead).
 const (
 	ExitUsage    = 2   // bad flags or layout; nothing was started
+	ExitHung     = 124 // the job hung (no progress or no heartbeat for --timeout); as timeout(1)
 	ExitNotFound = 127 // PROGRAM is not on PATH; nothing was started (as sh, env and timeout do)
 )
 
@@ -21,8 +22,9 @@ const (
 type Options struct {
 	NP, TP, DP, PCP, PP int  // DP 0: derived as NP/(TP·PCP·PP)
 	EP                  bool // expert parallelism
-	// Timeout bounds any single wait of a worker for a peer; it only travels to the workers
-	// (MOERUN_TIMEOUT).
+	// Timeout bounds any single wait of a worker for a peer: the workers get it
+	// (MOERUN_TIMEOUT) and bound their own waits with it, and the launcher stops the job
+	// as hung when no rank has made progress (or one has sent no heartbeat) for as long.
 	Timeout time.Duration
 	// Grace is the time between SIGTERM and SIGKILL when the job is torn down.
 	Grace   time.Duration
@@ -38,10 +40,17 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 		Usage:     "run PROGRAM as the N ranks of one moerun job on this host",
 		UsageText: usageText,
 		Description: "Every rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT\n" +
-			"(the job's rendezvous store), MOERUN_TOKEN, MOERUN_TP/DP/PCP/PP/EP, MOERUN_TIMEOUT and\n" +
-			"NCCL_NVLS_ENABLE=0 (unless already set). Output lines are prefixed \"[rank] \". When a rank\n" +
-			"fails, the others get SIGTERM, then SIGKILL after --grace, and launch exits with the\n" +
-			"failed rank's status (128+n for signal n). Flags end at PROGRAM: its arguments are its own.",
+			"(the job's rendezvous store), MOERUN_TOKEN, MOERUN_TP/DP/PCP/PP/EP, MOERUN_TIMEOUT,\n" +
+			"MOERUN_HEARTBEAT and NCCL_NVLS_ENABLE=0 (unless already set). Output lines are prefixed\n" +
+			"\"[rank] \". When a rank fails, launch names it first (status or signal, pid, its last\n" +
+			"output lines, the state of the others), the others get SIGTERM, then SIGKILL after\n" +
+			"--grace, and launch exits with the failed rank's status (128+n for signal n). Workers\n" +
+			"report their progress to the store; when none has made progress for --timeout while\n" +
+			"some wait in a collective, or one sends no heartbeat (stopped), launch says who waits\n" +
+			"in which collective and who never came, stops the job and exits 124. SIGINT or SIGTERM\n" +
+			"to launch is passed to every rank as SIGTERM (then SIGKILL after --grace; a second\n" +
+			"SIGINT kills at once), and launch exits 130 or 143 unless a rank failed first. Ranks\n" +
+			"die with launch. Flags end at PROGRAM: its arguments are its own.",
 		HideHelpCommand: true,
 		HideVersion:     true,
 		Writer:          stdout,
@@ -57,7 +66,7 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 			&cli.IntFlag{Name: "pcp", Value: 1, Usage: "prefill context-parallel size"},
 			&cli.IntFlag{Name: "pp", Value: 1, Usage: "pipeline-parallel size"},
 			&cli.BoolFlag{Name: "ep", Usage: "enable expert parallelism"},
-			&cli.DurationFlag{Name: "timeout", Value: 120 * time.Second, Usage: "bound on any single wait of a worker for a peer (MOERUN_TIMEOUT)"},
+			&cli.DurationFlag{Name: "timeout", Value: 120 * time.Second, Usage: "bound on any single wait of a worker for a peer (MOERUN_TIMEOUT); the job is stopped as hung after this long without progress or heartbeat"},
 			&cli.DurationFlag{Name: "grace", Value: 2 * time.Second, Usage: "time between SIGTERM and SIGKILL when the job is torn down"},
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
@@ -154,8 +163,9 @@ func takesValue(cmd *cli.Command, name string) bool {
 }
 
 // Main runs the launcher with os-style arguments and returns its exit code: the failed
-// rank's status, 128+n if a rank or the launcher died of signal n, 2 for usage errors
-// (nothing started), 127 when PROGRAM is not found.
+// rank's status, 128+n if a rank died of signal n or the launcher got signal n (SIGINT 130,
+// SIGTERM 143), 124 when the job hung, 2 for usage errors (nothing started), 127 when
+// PROGRAM is not found.
 func Main(args []string, stdout, stderr io.Writer) int {
 	o, help, err := Parse(args, stdout, stderr)
 	if err != nil {

@@ -136,20 +136,20 @@ func TestWorkerEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := jobEnv{layout: l, storeHost: "127.0.0.1", storePort: 4242, token: "tok", peerTimeout: 90 * time.Second}
-	base := []string{"PATH=/bin", "RANK=99", "MOERUN_TP=7", "FOO=a=b"}
+	j := jobEnv{layout: l, storeHost: "127.0.0.1", storePort: 4242, token: "tok", peerTimeout: 90 * time.Second, heartbeat: time.Second}
+	base := []string{"PATH=/bin", "RANK=99", "MOERUN_TP=7", "FOO=a=b", "MOERUN_HEARTBEAT=5s"}
 	got := workerEnv(base, j, 5)
 	want := []string{
 		"PATH=/bin", "FOO=a=b",
 		"RANK=5", "WORLD_SIZE=8", "LOCAL_RANK=5", "LOCAL_WORLD_SIZE=8",
 		"MASTER_ADDR=127.0.0.1", "MASTER_PORT=4242", "MOERUN_TOKEN=tok",
 		"MOERUN_TP=2", "MOERUN_DP=4", "MOERUN_PCP=1", "MOERUN_PP=1", "MOERUN_EP=1",
-		"MOERUN_TIMEOUT=1m30s", "NCCL_NVLS_ENABLE=0",
+		"MOERUN_TIMEOUT=1m30s", "MOERUN_HEARTBEAT=1s", "NCCL_NVLS_ENABLE=0",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("workerEnv =\n %q\nwant\n %q", got, want)
 	}
-	if !slices.Equal(base, []string{"PATH=/bin", "RANK=99", "MOERUN_TP=7", "FOO=a=b"}) {
+	if !slices.Equal(base, []string{"PATH=/bin", "RANK=99", "MOERUN_TP=7", "FOO=a=b", "MOERUN_HEARTBEAT=5s"}) {
 		t.Errorf("workerEnv modified its base: %q", base)
 	}
 
@@ -169,7 +169,8 @@ func TestWorkerEnv(t *testing.T) {
 
 	l, _ = rank.NewLayout(2, 1, 1, 1, 0, false)
 	got = workerEnv(nil, jobEnv{layout: l, peerTimeout: 120 * time.Second}, 1)
-	if !slices.Contains(got, "MOERUN_EP=0") || !slices.Contains(got, "MOERUN_TIMEOUT=2m0s") || !slices.Contains(got, "MOERUN_DP=2") {
+	if !slices.Contains(got, "MOERUN_EP=0") || !slices.Contains(got, "MOERUN_TIMEOUT=2m0s") || !slices.Contains(got, "MOERUN_DP=2") ||
+		slices.ContainsFunc(got, func(kv string) bool { return strings.HasPrefix(kv, "MOERUN_HEARTBEAT=") }) {
 		t.Errorf("workerEnv = %q", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/moerun/moerun/rank"
 	rv "github.com/moerun/moerun/rendezvous"
+	"github.com/moerun/moerun/worker/progress"
 )
 
 // jobEnv is what every rank of a job is told, apart from its rank.
@@ -16,6 +17,7 @@ type jobEnv struct {
 	storePort   int
 	token       string
 	peerTimeout time.Duration
+	heartbeat   time.Duration // the workers' progress period (progress.EnvHeartbeat); 0: none asked
 }
 
 // workerEnv returns base (the launcher's environment) with the variables of rank r set,
@@ -42,6 +44,9 @@ func workerEnv(base []string, j jobEnv, r int) []string {
 		{rv.EnvPP, strconv.Itoa(l.PP)},
 		{rv.EnvEP, ep},
 		{rv.EnvTimeout, j.peerTimeout.String()},
+	}
+	if j.heartbeat > 0 {
+		set = append(set, [2]string{progress.EnvHeartbeat, j.heartbeat.String()})
 	}
 	ours := make(map[string]bool, len(set))
 	for _, kv := range set {

@@ -63,7 +63,7 @@ func TestPump(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var w writes
-			if err := pump(&chunkReader{tc.in, tc.sizes}, "[3] ", &w); err != nil {
+			if err := pump(&chunkReader{tc.in, tc.sizes}, "[3] ", &w, nil); err != nil {
 				t.Fatal(err)
 			}
 			if fmt.Sprintf("%q", w.w) != fmt.Sprintf("%q", tc.want) {
@@ -106,7 +106,7 @@ func TestPumpsShareSinkWholeLines(t *testing.T) {
 	var wg sync.WaitGroup
 	for r := range writers {
 		pr, pw := io.Pipe()
-		wg.Go(func() { pump(pr, fmt.Sprintf("[%d] ", r), s) })
+		wg.Go(func() { pump(pr, fmt.Sprintf("[%d] ", r), s, nil) })
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(r), 1))
 			var all strings.Builder
@@ -140,5 +140,25 @@ func TestPumpsShareSinkWholeLines(t *testing.T) {
 			t.Fatalf("rank %d: line %d after line %d", r, i, next[r]-1)
 		}
 		next[r]++
+	}
+}
+
+func TestPumpKeepsTail(t *testing.T) {
+	var in strings.Builder
+	for i := 1; i <= 13; i++ {
+		fmt.Fprintf(&in, "line %d\r\n", i)
+	}
+	in.WriteString(strings.Repeat("y", tailWidth+5)) // cut, and no newline
+	var tl tail
+	if got := tl.last(); len(got) != 0 {
+		t.Errorf("empty tail: %q", got)
+	}
+	if err := pump(strings.NewReader(in.String()), "[1] ", io.Discard, &tl); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"line 5", "line 6", "line 7", "line 8", "line 9", "line 10", "line 11", "line 12", "line 13",
+		strings.Repeat("y", tailWidth) + " …"}
+	if got := tl.last(); fmt.Sprintf("%q", got) != fmt.Sprintf("%q", want) {
+		t.Errorf("tail = %.300q\nwant   %.300q", got, want)
 	}
 }

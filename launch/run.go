@@ -11,18 +11,27 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/moerun/moerun/rank"
 	"github.com/moerun/moerun/rendezvous"
+	"github.com/moerun/moerun/worker/progress"
 )
 
 // drainTimeout bounds how long the launcher reads output after the last rank was reaped and
 // its process group swept; only a process that left the group (setsid) can hold a pipe open
 // that long.
 const drainTimeout = 2 * time.Second
+
+// tailTimeout bounds how long a reaped rank's output is read before its exit is reported
+// with its last lines: the pipes end with the process unless a child of it holds them.
+const tailTimeout = 500 * time.Millisecond
+
+// pollDial bounds the progress poller's connection to the launcher's own store.
+const pollDial = 5 * time.Second
 
 // Run runs one job and returns the launcher's exit code (see Main). Before anything starts
 // it checks the layout (exit 2) and finds PROGRAM on PATH (exit 127). It stops the job when
@@ -62,7 +71,12 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 	go store.Serve(ln)
 	defer store.Close() // waits for Serve and the connections
 	addr := ln.Addr().(*net.TCPAddr)
-	job := jobEnv{layout: layout, storeHost: addr.IP.String(), storePort: addr.Port, token: token, peerTimeout: o.Timeout}
+	period := progress.Period(o.Timeout)
+	job := jobEnv{layout: layout, storeHost: addr.IP.String(), storePort: addr.Port, token: token, peerTimeout: o.Timeout, heartbeat: period}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
 
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
@@ -72,12 +86,22 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 	defer runtime.UnlockOSThread() // deferred calls run after every child has been reaped
 
 	n := layout.World()
-	sup := newSupervisor(n, o.Grace)
+	sup := newSupervisor(n, o.Grace, host)
 	exits := make(chan evExited, n) // one per started rank; each waiter sends exactly once
 	var pumps sync.WaitGroup
 	var pipes []*os.File // read ends, closed after draining
 	pids := make([]int, n)
 	env := os.Environ()
+
+	// The progress watch: a poller reads every rank's record from the store each period.
+	watch := newWatchdog(n, o.Timeout)
+	polls := make(chan [][]byte)
+	pollCtx, stopPolls := context.WithCancel(context.Background())
+	var poller sync.WaitGroup
+	poller.Go(func() { pollProgress(pollCtx, ln.Addr().String(), token, n, period, polls) })
+	defer poller.Wait()
+	defer stopPolls() // before the store closes (deferred earlier, so it runs later)
+	info := func(r int) (int, string) { return pids[r], procState(pids[r]) }
 
 	var pending []event
 	for r := range n {
@@ -85,7 +109,8 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 		cmd.Args[0] = o.Program
 		cmd.Env = workerEnv(env, job, r)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		rOut, rErr, err := startRank(cmd, fmt.Sprintf("[%d] ", r), out, errOut, &pumps)
+		tl := new(tail)
+		rOut, rErr, rankPumps, err := startRank(cmd, fmt.Sprintf("[%d] ", r), out, errOut, tl, &pumps)
 		if err != nil {
 			pending = append(pending, evStartFailed{r, err})
 			break
@@ -95,7 +120,14 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 		pending = append(pending, evStarted{r, cmd.Process.Pid})
 		go func() {
 			cmd.Wait() // the status is in ProcessState; pipes are ours, so Wait only reaps
-			exits <- exitEvent(r, cmd.ProcessState)
+			// Its last lines may still be in the pipes: read them before reporting.
+			t := time.NewTimer(tailTimeout)
+			select {
+			case <-rankPumps:
+			case <-t.C:
+			}
+			t.Stop()
+			exits <- exitEvent(r, cmd.ProcessState, tl.last())
 		}()
 	}
 
@@ -114,7 +146,18 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 		} else {
 			select {
 			case e := <-exits:
+				watch.exited(e.rank)
 				ev = e
+			case recs := <-polls:
+				now := time.Now()
+				for r, v := range recs {
+					watch.observe(now, r, v, v != nil)
+				}
+				report := watch.check(now, info)
+				if report == nil {
+					continue
+				}
+				ev = evHung{report}
 			case s := <-sigc:
 				sig := s.(syscall.Signal)
 				ev = evInterrupted{sig: sig, why: "got " + sigName(sig)}
@@ -133,6 +176,11 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 			case actSignal:
 				if err := signalGroup(a.pid, a.sig); err != nil {
 					say("rank %d: %v", a.rank, err)
+				}
+				if a.sig == syscall.SIGTERM {
+					// A stopped rank (SIGSTOP, Ctrl-Z) would hold its SIGTERM until the
+					// grace ran out: let it act on it now.
+					signalGroup(a.pid, syscall.SIGCONT)
 				}
 			case actStartGrace:
 				if grace == nil {
@@ -157,18 +205,19 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 }
 
 // startRank starts cmd with its stdout and stderr on fresh pipes, each read by a pump
-// goroutine counted in pumps. The children get the write ends directly (no copying
-// goroutine inside os/exec), so cmd.Wait returns as soon as the process is reaped.
-func startRank(cmd *exec.Cmd, prefix string, out, errOut io.Writer, pumps *sync.WaitGroup) (rOut, rErr *os.File, err error) {
+// goroutine counted in pumps that keeps the rank's last lines in tl; done is closed when
+// both pumps have ended. The children get the write ends directly (no copying goroutine
+// inside os/exec), so cmd.Wait returns as soon as the process is reaped.
+func startRank(cmd *exec.Cmd, prefix string, out, errOut io.Writer, tl *tail, pumps *sync.WaitGroup) (rOut, rErr *os.File, done <-chan struct{}, err error) {
 	rOut, wOut, err := os.Pipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rErr, wErr, err := os.Pipe()
 	if err != nil {
 		rOut.Close()
 		wOut.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cmd.Stdout, cmd.Stderr = wOut, wErr
 	err = cmd.Start()
@@ -177,11 +226,92 @@ func startRank(cmd *exec.Cmd, prefix string, out, errOut io.Writer, pumps *sync.
 	if err != nil {
 		rOut.Close()
 		rErr.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	pumps.Go(func() { pump(rOut, prefix, out) })
-	pumps.Go(func() { pump(rErr, prefix, errOut) })
-	return rOut, rErr, nil
+	var both sync.WaitGroup
+	both.Add(2)
+	ch := make(chan struct{})
+	pumps.Go(func() { defer both.Done(); pump(rOut, prefix, out, tl) })
+	pumps.Go(func() { defer both.Done(); pump(rErr, prefix, errOut, tl) })
+	pumps.Go(func() { both.Wait(); close(ch) })
+	return rOut, rErr, ch, nil
+}
+
+// pollProgress reads every rank's progress record from the store each period and sends
+// them (nil where a rank has none) until ctx ends. A read that fails is skipped; the watch
+// then sees no change, as it would of a silent rank.
+func pollProgress(ctx context.Context, addr, token string, ranks int, period time.Duration, out chan<- [][]byte) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	var c *rendezvous.Client
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if c == nil {
+			// Connect at the first tick (a job shorter than a period never does), and
+			// let the handshake finish even if the job ends meanwhile: the store warns
+			// about a connection closed before its token.
+			dctx, cancel := context.WithTimeout(context.Background(), pollDial)
+			var err error
+			c, err = rendezvous.Dial(dctx, addr, token)
+			cancel()
+			if err != nil {
+				return // its own store unreachable: no watch
+			}
+		}
+		recs := make([][]byte, ranks)
+		for r := range recs {
+			v, ok, err := c.Get(ctx, progress.Key(r))
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			if ok {
+				recs[r] = v
+			}
+		}
+		select {
+		case out <- recs:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// procState describes the state of process pid when it matters to a hang: stopped by a
+// signal or a tracer, or stuck in the kernel. It reads /proc/PID/stat.
+func procState(pid int) string {
+	if pid <= 0 {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command may hold spaces and parentheses
+	if i < 0 || i+2 >= len(s) {
+		return ""
+	}
+	switch s[i+2] {
+	case 'T':
+		return "process stopped"
+	case 't':
+		return "process stopped by a tracer"
+	case 'D':
+		return "process in uninterruptible sleep"
+	}
+	return ""
 }
 
 // drain waits for the pumps to reach EOF, up to drainTimeout, then closes the read ends so
@@ -204,12 +334,12 @@ func drain(pumps *sync.WaitGroup, pipes []*os.File) {
 	<-done
 }
 
-func exitEvent(r int, ps *os.ProcessState) evExited {
+func exitEvent(r int, ps *os.ProcessState, last []string) evExited {
 	ws, ok := ps.Sys().(syscall.WaitStatus)
 	if ok && ws.Signaled() {
-		return evExited{rank: r, sig: ws.Signal()}
+		return evExited{rank: r, sig: ws.Signal(), last: last}
 	}
-	return evExited{rank: r, code: ps.ExitCode()}
+	return evExited{rank: r, code: ps.ExitCode(), last: last}
 }
 
 // signalGroup sends sig to the process group led by pid. A group that is already gone

@@ -11,7 +11,7 @@ import (
 // trace runs events through a fresh supervisor and prints each event followed by the
 // actions it produced, one per line, indented.
 func trace(ranks int, events []event) string {
-	s := newSupervisor(ranks, 2*time.Second)
+	s := newSupervisor(ranks, 2*time.Second, "h")
 	var b strings.Builder
 	for _, ev := range events {
 		b.WriteString("> " + ev.String() + "\n")
@@ -65,7 +65,9 @@ func TestSupervisor(t *testing.T) {
 > started rank 1 pid 101
 > started rank 2 pid 102
 > rank 1 exited 3
-  print launch: rank 1 (pid 101) exited with status 3
+  print launch: rank 1 (pid 101 on h) exited with status 3
+  print launch: rank 1 printed nothing
+  print launch: other ranks: 0, 2 running
   signal rank 0 pid 100 SIGTERM
   signal rank 2 pid 102 SIGTERM
   grace 2s
@@ -81,7 +83,9 @@ func TestSupervisor(t *testing.T) {
 > started rank 0 pid 100
 > started rank 1 pid 101
 > rank 1 killed by SIGKILL
-  print launch: rank 1 (pid 101) was killed by signal 9 (killed)
+  print launch: rank 1 (pid 101 on h) was killed by signal 9 (SIGKILL)
+  print launch: rank 1 printed nothing
+  print launch: other ranks: 0 running
   signal rank 0 pid 100 SIGTERM
   grace 2s
 > rank 0 killed by SIGTERM
@@ -97,7 +101,9 @@ func TestSupervisor(t *testing.T) {
 > started rank 1 pid 101
 > started rank 2 pid 102
 > rank 0 exited 1
-  print launch: rank 0 (pid 100) exited with status 1
+  print launch: rank 0 (pid 100 on h) exited with status 1
+  print launch: rank 0 printed nothing
+  print launch: other ranks: 1, 2 running
   signal rank 1 pid 101 SIGTERM
   signal rank 2 pid 102 SIGTERM
   grace 2s
@@ -118,7 +124,9 @@ func TestSupervisor(t *testing.T) {
 > started rank 2 pid 102
 > rank 0 exited 0
 > rank 2 exited 4
-  print launch: rank 2 (pid 102) exited with status 4
+  print launch: rank 2 (pid 102 on h) exited with status 4
+  print launch: rank 2 printed nothing
+  print launch: other ranks: 0 exited 0; 1 running
   signal rank 1 pid 101 SIGTERM
   grace 2s
 > rank 1 exited 0
@@ -133,7 +141,9 @@ func TestSupervisor(t *testing.T) {
 > started rank 1 pid 101
 > rank 0 exited 0
 > rank 1 exited 2
-  print launch: rank 1 (pid 101) exited with status 2
+  print launch: rank 1 (pid 101 on h) exited with status 2
+  print launch: rank 1 printed nothing
+  print launch: other ranks: 0 exited 0
   finish 2
 > grace expired
 `,
@@ -194,7 +204,9 @@ func TestSupervisor(t *testing.T) {
 > started rank 0 pid 100
 > started rank 1 pid 101
 > rank 0 exited 5
-  print launch: rank 0 (pid 100) exited with status 5
+  print launch: rank 0 (pid 100 on h) exited with status 5
+  print launch: rank 0 printed nothing
+  print launch: other ranks: 1 running
   signal rank 1 pid 101 SIGTERM
   grace 2s
 > interrupted by got SIGINT
@@ -212,6 +224,7 @@ func TestSupervisor(t *testing.T) {
 > started rank 1 pid 101
 > start of rank 2 failed: fork: no memory
   print launch: rank 2: fork: no memory
+  print launch: other ranks: 0, 1 running; 3 not started
   signal rank 0 pid 100 SIGTERM
   signal rank 1 pid 101 SIGTERM
   grace 2s
@@ -226,7 +239,79 @@ func TestSupervisor(t *testing.T) {
 		want: `
 > start of rank 0 failed: permission denied
   print launch: rank 0: permission denied
+  print launch: other ranks: 1 not started
   finish 1
+`,
+	}, {
+		name:  "a failure is reported with its last output and the state of every other rank",
+		ranks: 6,
+		events: append(started(100, 101, 102, 103, 104, 105), exited(3, 0),
+			evExited{rank: 1, code: 3, last: []string{"step 1", "worker: rank 1: boom"}},
+			killed(0, syscall.SIGTERM), exited(2, 1), exited(4, 1), exited(5, 1)),
+		want: `
+> started rank 0 pid 100
+> started rank 1 pid 101
+> started rank 2 pid 102
+> started rank 3 pid 103
+> started rank 4 pid 104
+> started rank 5 pid 105
+> rank 3 exited 0
+> rank 1 exited 3
+  print launch: rank 1 (pid 101 on h) exited with status 3
+  print launch: last output of rank 1:
+  print launch: | step 1
+  print launch: | worker: rank 1: boom
+  print launch: other ranks: 0, 2, 4, 5 running; 3 exited 0
+  signal rank 0 pid 100 SIGTERM
+  signal rank 2 pid 102 SIGTERM
+  signal rank 4 pid 104 SIGTERM
+  signal rank 5 pid 105 SIGTERM
+  grace 2s
+> rank 0 killed by SIGTERM
+> rank 2 exited 1
+> rank 4 exited 1
+> rank 5 exited 1
+  finish 3
+`,
+	}, {
+		name:   "a hang is reported, stops the job and exits 124",
+		ranks:  3,
+		events: append(started(100, 101, 102), evHung{[]string{"launch: job hung", "launch: #3 barrier on world: ranks 0, 2 waiting in it; rank 1 never entered it"}}, killed(0, syscall.SIGTERM), killed(1, syscall.SIGTERM), sigint, killed(2, syscall.SIGKILL)),
+		want: `
+> started rank 0 pid 100
+> started rank 1 pid 101
+> started rank 2 pid 102
+> hung
+  print launch: job hung
+  print launch: #3 barrier on world: ranks 0, 2 waiting in it; rank 1 never entered it
+  signal rank 0 pid 100 SIGTERM
+  signal rank 1 pid 101 SIGTERM
+  signal rank 2 pid 102 SIGTERM
+  grace 2s
+> rank 0 killed by SIGTERM
+> rank 1 killed by SIGTERM
+> interrupted by got SIGINT
+  print launch: got SIGINT while stopping; killing rank 2
+  signal rank 2 pid 102 SIGKILL
+> rank 2 killed by SIGKILL
+  finish 124
+`,
+	}, {
+		name:   "a hang found while stopping is not reported",
+		ranks:  2,
+		events: append(started(100, 101), exited(0, 2), evHung{[]string{"launch: job hung"}}, exited(1, 1)),
+		want: `
+> started rank 0 pid 100
+> started rank 1 pid 101
+> rank 0 exited 2
+  print launch: rank 0 (pid 100 on h) exited with status 2
+  print launch: rank 0 printed nothing
+  print launch: other ranks: 1 running
+  signal rank 1 pid 101 SIGTERM
+  grace 2s
+> hung
+> rank 1 exited 1
+  finish 2
 `,
 	}, {
 		name:   "a grace timer outside teardown is ignored",
@@ -261,7 +346,7 @@ func TestSupervisorFinishesOnce(t *testing.T) {
 			for o1 := range outcomes {
 				for o2 := range outcomes {
 					os := []int{o0, o1, o2}
-					s := newSupervisor(3, time.Second)
+					s := newSupervisor(3, time.Second, "h")
 					for r := range 3 {
 						s.step(evStarted{r, 100 + r})
 					}
@@ -294,6 +379,23 @@ func TestSupervisorFinishesOnce(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+func TestRankList(t *testing.T) {
+	for _, tc := range []struct {
+		rs   []int
+		want string
+	}{
+		{[]int{3}, "rank 3"},
+		{[]int{0, 1}, "ranks 0, 1"},
+		{[]int{0, 1, 2}, "ranks 0-2"},
+		{[]int{0, 2, 3, 4, 5, 6, 7}, "ranks 0, 2-7"},
+		{[]int{1, 2, 4, 5, 6, 9}, "ranks 1, 2, 4-6, 9"},
+	} {
+		if got := ranksNamed(tc.rs); got != tc.want {
+			t.Errorf("ranksNamed(%v) = %q, want %q", tc.rs, got, tc.want)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/rank"
 	"github.com/moerun/moerun/rendezvous"
+	"github.com/moerun/moerun/worker/progress"
 )
 
 // usageError marks bad command-line input: exit status 2, like flag parsing errors.
@@ -39,7 +40,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	if errors.Is(err, comm.ErrPeerLost) {
+	var timedOut waitTimeout
+	if errors.Is(err, comm.ErrPeerLost) || errors.As(err, &timedOut) {
 		awaitTeardown(ctx)
 	}
 	fmt.Fprintf(stderr, "worker: %v\n", err)
@@ -54,7 +56,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 const peerLostLinger = 10 * time.Second
 
 // awaitTeardown: when a collective failed because another rank died, the launcher is about
-// to report that rank and stop this one. Exiting at once would race it and could make this
+// to report that rank and stop this one; when this rank's wait in a collective ran out of
+// time while the launcher watched its progress, the launcher is about to report the job
+// hung, with the ranks that never came. Exiting at once would race it and could make this
 // rank look like the first failure, so wait for the launcher's SIGTERM (ctx), for a
 // bounded time. Workers started by mpirun or Slurm have no such launcher and exit at once.
 func awaitTeardown(ctx context.Context) {
@@ -144,11 +148,36 @@ func join(ctx context.Context, cmd *cli.Command, p Place) (*Job, error) {
 		return nil, usagef("--log-level %q: expected debug, info, warn or error", cmd.String("log-level"))
 	}
 	logger := slog.New(slog.NewTextHandler(cmd.Root().ErrWriter, &slog.HandlerOptions{Level: level}))
-	j, err := Join(ctx, p, backend, logger)
+	opts, err := progressOptions(os.Getenv, p.Rank)
+	if err != nil {
+		return nil, err
+	}
+	j, err := Join(ctx, p, backend, logger, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("rank %d: join the job: %w", p.Rank, err)
 	}
 	return j, nil
+}
+
+// progressOptions reads the launcher's heartbeat period (progress.EnvHeartbeat) and the
+// MOERUN_TEST_HANG hook from the environment.
+func progressOptions(getenv func(string) string, r int) ([]JoinOption, error) {
+	var opts []JoinOption
+	if v := getenv(progress.EnvHeartbeat); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, usagef("%s=%q: expected a positive duration such as 1s", progress.EnvHeartbeat, v)
+		}
+		opts = append(opts, WithHeartbeat(d))
+	}
+	seq, err := hangHook(getenv(envTestHang), r)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if seq > 0 {
+		opts = append(opts, withHangBefore(seq))
+	}
+	return opts, nil
 }
 
 // chooseBackend resolves --backend: auto takes NCCL when a GPU and the libraries are there

@@ -24,16 +24,45 @@ type Job struct {
 	server  *rendezvous.Server // the store this process serves (rank 0 under mpirun/Slurm, or alone)
 	// ReadyUnix is when every communicator of every rank was ready (Unix seconds).
 	ReadyUnix float64
+
+	progress *tracker   // every collective of World and the groups counts here
+	beat     *heartbeat // publishes progress to the store; nil when nobody watches
+}
+
+// JoinOption is an optional knob of Join.
+type JoinOption func(*joinOptions)
+
+type joinOptions struct {
+	heartbeat  time.Duration
+	hangBefore uint64
+}
+
+// WithHeartbeat makes the rank publish its progress (package progress) to the store every
+// period, from the moment it reaches the store until Close: the launcher asks for it
+// (MOERUN_HEARTBEAT) to find hung ranks.
+func WithHeartbeat(period time.Duration) JoinOption {
+	return func(o *joinOptions) { o.heartbeat = period }
+}
+
+// withHangBefore is the MOERUN_TEST_HANG hook: block before collective #seq.
+func withHangBefore(seq uint64) JoinOption {
+	return func(o *joinOptions) { o.hangBefore = seq }
 }
 
 // Join connects to the job's store (serving it first when this rank must), opens the world
 // communicator of the named backend and splits it into the TP, PCP, PP, DP and EP groups
-// of the layout. It is collective: every rank of the job calls it.
-func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ *Job, err error) {
+// of the layout. It is collective: every rank of the job calls it. Every collective of the
+// job's communicators, and their set-up, counts on the rank's progress (worker/progress.go).
+func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opts ...JoinOption) (_ *Job, err error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	j := &Job{Place: p, Backend: backend, groups: map[rank.GroupKind]comm.Communicator{}}
+	var o joinOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	j := &Job{Place: p, Backend: backend, groups: map[rank.GroupKind]comm.Communicator{},
+		progress: &tracker{watched: o.heartbeat > 0, hangBefore: o.hangBefore, hangUntil: ctx.Done()}}
 	defer func() {
 		if err != nil {
 			j.Close()
@@ -43,26 +72,36 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 	if err := j.connectStore(ctx, logger); err != nil {
 		return nil, err
 	}
+	if o.heartbeat > 0 {
+		if err := j.startHeartbeat(ctx, o.heartbeat, logger); err != nil {
+			return nil, err
+		}
+	}
 	host, err := AdvertiseHost(j.Place.StoreAddr)
 	if err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
-	j.World, err = comm.Open(wctx, backend, comm.Config{
-		Rank: p.Rank, Size: p.World, Store: j.Store, Namespace: "moerun",
-		Host: host, Timeout: p.Timeout, Logger: logger, Device: p.Device,
-	})
+	tok, err := j.progress.enter(wctx, opOpen, groupWorld)
 	if err != nil {
 		return nil, err
 	}
+	world, err := comm.Open(wctx, backend, comm.Config{
+		Rank: p.Rank, Size: p.World, Store: j.Store, Namespace: "moerun",
+		Host: host, Timeout: p.Timeout, Logger: logger, Device: p.Device,
+	})
+	if err = j.progress.leave(tok, err); err != nil {
+		return nil, err
+	}
+	j.World = j.progress.wrap(world, groupWorld)
 	logger.Info("world communicator ready", "rank", p.Rank, "backend", backend, "since start", time.Since(start))
 	for _, kind := range rank.AllGroupKinds {
 		t := time.Now()
 		if isWorld(p.Layout.Groups(kind), p.World) {
 			// The same ranks in the same order: the world itself serves (every rank
 			// decides alike, so no rank waits in a split the others skip).
-			j.groups[kind] = comm.Alias(j.World)
+			j.groups[kind] = j.progress.wrap(comm.Alias(world), groupOf(kind))
 			continue
 		}
 		color, key := p.Layout.GroupOf(kind, p.Rank)
@@ -70,7 +109,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger) (_ 
 		if err != nil {
 			return nil, fmt.Errorf("build the %v group: %w", kind, err)
 		}
-		j.groups[kind] = g
+		j.groups[kind] = j.progress.wrap(g, groupOf(kind))
 		logger.Info("group communicator ready", "rank", p.Rank, "group", kind, "size", g.Size(), "took", time.Since(t))
 	}
 	// Ready once every rank is: the start-up time users compare with torchrun's.
@@ -124,6 +163,18 @@ func (j *Job) connectStore(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
+// startHeartbeat dials a store connection for the heartbeat and starts it.
+func (j *Job) startHeartbeat(ctx context.Context, period time.Duration, logger *slog.Logger) error {
+	sctx, cancel := context.WithTimeout(ctx, j.Place.Timeout)
+	defer cancel()
+	c, err := rendezvous.Dial(sctx, j.Place.StoreAddr, j.Place.Token)
+	if err != nil {
+		return fmt.Errorf("rank %d: connect the heartbeat to the rendezvous store at %s: %w", j.Place.Rank, j.Place.StoreAddr, err)
+	}
+	j.beat = startHeartbeat(c, j.Place.Rank, period, j.progress, logger)
+	return nil
+}
+
 // Group is this rank's communicator of the given kind.
 func (j *Job) Group(k rank.GroupKind) comm.Communicator { return j.groups[k] }
 
@@ -147,6 +198,10 @@ func (j *Job) Close() error {
 	}
 	if j.World != nil {
 		errs = append(errs, j.World.Close())
+	}
+	if j.beat != nil {
+		j.beat.Close() // a last record, marked closed, while the store is still there
+		j.beat = nil
 	}
 	if j.Store != nil {
 		errs = append(errs, j.Store.Close())

@@ -179,6 +179,7 @@ func awaitFiles(n int, glob string, limit time.Duration) error {
 //	say:TEXT       print TEXT to stdout;  err:TEXT prints it to stderr
 //	nonl:TEXT      print TEXT to stdout with no newline
 //	long:N         print a line of N 'x'
+//	lines:N        print "line 1" to "line N"
 //	args …         print the remaining arguments, quoted, and stop
 //	pidfile:DIR    write the pid to DIR/RANK.pid
 //	touch:PATH     create PATH
@@ -226,6 +227,11 @@ func fakeworker(args []string) int {
 		case "long":
 			n, _ := strconv.Atoi(val)
 			fmt.Println(strings.Repeat("x", n))
+		case "lines":
+			n, _ := strconv.Atoi(val)
+			for i := 1; i <= n; i++ {
+				fmt.Printf("line %d\n", i)
+			}
 		case "args":
 			fmt.Printf("args %q\n", args[i+1:])
 			return 0
@@ -335,7 +341,8 @@ func (s *sendSteps) Set(v string) error {
 
 // exitcode [-within DUR] [-send SIG:N:GLOB]… CODE CMD [ARGS…] runs CMD with this process's
 // stdio and environment, sends each -send signal once N files match GLOB, and succeeds if
-// CMD exits with CODE (128+n for death by signal n) within DUR.
+// CMD exits with CODE (128+n for death by signal n) within DUR. SIGINT and SIGTERM sent to
+// exitcode (a script's kill) are passed on to CMD.
 func exitcode(args []string) int {
 	fs := flag.NewFlagSet("exitcode", flag.ContinueOnError)
 	within := fs.Duration("within", pollLimit, "fail if CMD runs longer")
@@ -355,11 +362,19 @@ func exitcode(args []string) int {
 	}
 	cmd := exec.Command(fs.Arg(1), fs.Args()[2:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	relay := make(chan os.Signal, 2)
+	signal.Notify(relay, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(relay)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "exitcode:", err)
 		return 1
 	}
+	go func() {
+		for s := range relay {
+			cmd.Process.Signal(s)
+		}
+	}()
 	exited := make(chan struct{})
 	done := make(chan error, 1)
 	go func() { // the cues; it ends when the command does
@@ -418,18 +433,23 @@ func runWorker() int {
 	return worker.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
-// cmdKillRank: killrank RANK — once the marked job is busy (see busyRanks), SIGKILL its
-// rank RANK. Workers are marked by the script's MOERUN_TEST_MARK in their environment.
+// cmdKillRank: killrank RANK [STOP] — once the marked job is busy (see busyRanks), SIGKILL
+// (or SIGSTOP) its rank RANK. Workers are marked by the script's MOERUN_TEST_MARK in their
+// environment.
 func cmdKillRank(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: killrank RANK")
+	if neg || len(args) < 1 || len(args) > 2 || len(args) == 2 && args[1] != "STOP" {
+		ts.Fatalf("usage: killrank RANK [STOP]")
+	}
+	sig := syscall.SIGKILL
+	if len(args) == 2 {
+		sig = syscall.SIGSTOP
 	}
 	ranks := busyRanks(ts)
 	victim, ok := ranks["RANK="+args[0]]
 	if !ok {
 		ts.Fatalf("the marked job has no rank %s", args[0])
 	}
-	ts.Check(syscall.Kill(victim, syscall.SIGKILL))
+	ts.Check(syscall.Kill(victim, sig))
 }
 
 // cmdBusy: busy — wait until the marked job is busy (see busyRanks).
