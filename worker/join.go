@@ -89,7 +89,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opt
 	}
 	world, err := comm.Open(wctx, backend, comm.Config{
 		Rank: p.Rank, Size: p.World, Store: j.Store, Namespace: "moerun",
-		Host: host, Timeout: p.Timeout, Logger: logger, Device: p.Device,
+		Host: host, Timeout: p.Timeout, Logger: logger, Device: p.Device, Token: p.Token,
 	})
 	if err = j.progress.leave(tok, err); err != nil {
 		return nil, err
