@@ -160,7 +160,7 @@ func join(ctx context.Context, cmd *cli.Command, p Place) (*Job, error) {
 }
 
 // progressOptions reads the launcher's heartbeat period (progress.EnvHeartbeat) and the
-// MOERUN_TEST_HANG hook from the environment.
+// MOERUN_TEST_HANG and MOERUN_TEST_EXIT hooks from the environment.
 func progressOptions(getenv func(string) string, r int) ([]JoinOption, error) {
 	var opts []JoinOption
 	if v := getenv(progress.EnvHeartbeat); v != "" {
@@ -176,6 +176,13 @@ func progressOptions(getenv func(string) string, r int) ([]JoinOption, error) {
 	}
 	if seq > 0 {
 		opts = append(opts, withHangBefore(seq))
+	}
+	seq, code, err := exitHook(getenv(envTestExit), r)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if seq > 0 {
+		opts = append(opts, withExitBefore(seq, code))
 	}
 	return opts, nil
 }

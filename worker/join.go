@@ -35,6 +35,8 @@ type JoinOption func(*joinOptions)
 type joinOptions struct {
 	heartbeat  time.Duration
 	hangBefore uint64
+	exitBefore uint64
+	exitCode   int
 }
 
 // WithHeartbeat makes the rank publish its progress (package progress) to the store every
@@ -42,6 +44,11 @@ type joinOptions struct {
 // (MOERUN_HEARTBEAT) to find hung ranks.
 func WithHeartbeat(period time.Duration) JoinOption {
 	return func(o *joinOptions) { o.heartbeat = period }
+}
+
+// withExitBefore is the MOERUN_TEST_EXIT hook: exit with code before collective #seq.
+func withExitBefore(seq uint64, code int) JoinOption {
+	return func(o *joinOptions) { o.exitBefore, o.exitCode = seq, code }
 }
 
 // withHangBefore is the MOERUN_TEST_HANG hook: block before collective #seq.
@@ -62,7 +69,8 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opt
 		opt(&o)
 	}
 	j := &Job{Place: p, Backend: backend, groups: map[rank.GroupKind]comm.Communicator{},
-		progress: &tracker{watched: o.heartbeat > 0, hangBefore: o.hangBefore, hangUntil: ctx.Done()}}
+		progress: &tracker{watched: o.heartbeat > 0, hangBefore: o.hangBefore, hangUntil: ctx.Done(),
+			exitBefore: o.exitBefore, exitCode: o.exitCode}}
 	defer func() {
 		if err != nil {
 			j.Close()

@@ -88,6 +88,10 @@ type tracker struct {
 	// 0 is off.
 	hangBefore uint64
 	hangUntil  <-chan struct{}
+	// exitBefore and exitCode (a test hook, MOERUN_TEST_EXIT) make the rank exit at once
+	// with exitCode before entering collective #exitBefore: a crash mid-job.
+	exitBefore uint64
+	exitCode   int
 }
 
 // record is the tracker's state as the store gets it (Beat and Closed are the heartbeat's).
@@ -109,6 +113,10 @@ func (t *tracker) enter(ctx context.Context, op opID, g groupID) (uint64, error)
 	for {
 		old := t.state.Load()
 		seq := old>>seqShift + 1
+		if seq == t.exitBefore {
+			fmt.Fprintf(os.Stderr, "worker: test exit %d before collective #%d (%s)\n", t.exitCode, seq, envTestExit)
+			os.Exit(t.exitCode)
+		}
 		if seq == t.hangBefore {
 			<-t.hangUntil // hang here until the job is torn down
 			return 0, fmt.Errorf("test hang before collective #%d (%s=%s): %w", seq, envTestHang, os.Getenv(envTestHang), context.Canceled)
@@ -291,6 +299,30 @@ func (h *heartbeat) Close() {
 // envTestHang is a test hook: "RANK:SEQ" makes rank RANK block (until the job is torn
 // down) before it enters its collective #SEQ, as a rank stuck outside a collective would.
 const envTestHang = "MOERUN_TEST_HANG"
+
+// envTestExit is RANK:SEQ:CODE: rank RANK exits with CODE before collective #SEQ.
+const envTestExit = "MOERUN_TEST_EXIT"
+
+// exitHook reads envTestExit's value for rank r: the collective to exit before (0: none)
+// and the exit code.
+func exitHook(v string, r int) (seq uint64, code int, err error) {
+	if v == "" {
+		return 0, 0, nil
+	}
+	f := strings.Split(v, ":")
+	if len(f) == 3 {
+		who, err1 := strconv.Atoi(f[0])
+		s, err2 := strconv.ParseUint(f[1], 10, 64)
+		c, err3 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil && err3 == nil && s > 0 && c >= 0 && c < 256 {
+			if who != r {
+				return 0, 0, nil
+			}
+			return s, c, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("%s=%q: expected RANK:SEQ:CODE (SEQ from 1, CODE 0-255)", envTestExit, v)
+}
 
 // hangHook reads envTestHang's value for rank r: the collective to hang before, or 0.
 func hangHook(v string, r int) (uint64, error) {

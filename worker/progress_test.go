@@ -239,3 +239,27 @@ func TestHeartbeat(t *testing.T) {
 		<-store.closed
 	})
 }
+
+// MOERUN_TEST_EXIT reads RANK:SEQ:CODE for one rank, and refuses anything else.
+func TestExitHook(t *testing.T) {
+	for _, tc := range []struct {
+		v          string
+		rank       int
+		seq        uint64
+		code       int
+		shouldFail bool
+	}{
+		{"", 0, 0, 0, false},
+		{"3:5:7", 3, 5, 7, false},
+		{"3:5:7", 2, 0, 0, false},
+		{"3:0:7", 3, 0, 0, true},
+		{"3:5", 3, 0, 0, true},
+		{"3:5:256", 3, 0, 0, true},
+		{"x:5:7", 3, 0, 0, true},
+	} {
+		seq, code, err := exitHook(tc.v, tc.rank)
+		if seq != tc.seq || code != tc.code || (err != nil) != tc.shouldFail {
+			t.Errorf("exitHook(%q, %d) = %d, %d, %v", tc.v, tc.rank, seq, code, err)
+		}
+	}
+}
