@@ -293,6 +293,11 @@ func runCollectives(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if p.Rank == 0 { // the only rank that writes it, at the end: prove it can, first
+		if err := checkWritableFile("--json", jsonPath); err != nil {
+			return usageError{err}
+		}
+	}
 	j, err := join(ctx, cmd, p)
 	if err != nil {
 		return err
