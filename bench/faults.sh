@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Faults and the time to a clean exit, on the CPU backend (docs/RELIABILITY.md).
+# Usage: bench/faults.sh [NP] [--json]   (needs bin/launch and bin/worker: make build)
+# Each case starts a long collectives sweep of NP ranks, injects the fault once the ranks
+# are running, and measures from the fault to the moment the launcher has exited and no
+# worker of the job is left.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+np=${1:-8}
+json=${2:-}
+now() { date +%s%N; }
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+long=(bin/worker collectives -b 16M -e 16M -n 100000 -w 0 --ops all_reduce)
+workers_of() { pgrep -P "$1" || true; }
+alive() { [ -e /proc/$1 ] && [ "$(awk '{print $3}' /proc/$1/stat 2>/dev/null)" != Z ]; }
+gone() { # gone LAUNCHER WORKER…: wait until none is alive (zombies are not); print the time
+  local left=1
+  while [ $left = 1 ]; do
+    left=0
+    for p in "$@"; do alive $p && left=1; done
+    [ $left = 1 ] && sleep 0.002
+  done
+  now
+}
+start_job() { # start_job ARGS…: the launcher's pid in $L, its workers in $W (once all are up)
+  "$@" >/tmp/faults.$$.log 2>&1 &
+  L=$!
+  for _ in $(seq 500); do W=($(workers_of $L)); [ ${#W[@]} -ge $np ] && break; sleep 0.01; done
+  sleep 1 # let them join and start the sweep
+}
+rows=()
+row() { rows+=("$1|$2|$3|$4"); }
+
+start_job bin/launch -np $np "${long[@]}"
+t0=$(now); kill -KILL ${W[3]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
+row "a worker is killed (SIGKILL to rank 3's process)" "launcher reports rank 3 first, exits $code" "$(ms $t0 $t1)" "$code"
+
+start_job env MOERUN_TEST_EXIT=3:3:7 bin/launch -np $np "${long[@]}"
+wait $L && code=0 || code=$?
+row "a worker exits with status 7 (MOERUN_TEST_EXIT=3:3:7)" "launcher exits $code with rank 3's code" "-" "$code"
+
+start_job bin/launch -np $np --timeout 3s "${long[@]}"
+t0=$(now); kill -STOP ${W[5]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
+row "a worker is stopped (SIGSTOP), --timeout 3s" "hang diagnosed (no heartbeat), job stopped, exit $code" "$(ms $t0 $t1)" "$code"
+
+start_job env MOERUN_TEST_HANG=2:4 bin/launch -np $np --timeout 3s "${long[@]}"
+t0=$(now); wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
+row "a worker never enters collective #4, --timeout 3s" "who waits in #4 and who never entered it, exit $code" "$(ms $t0 $t1) (from 1 s after the start)" "$code"
+
+start_job bin/launch -np $np "${long[@]}"
+t0=$(now); kill -INT $L; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
+row "SIGINT to the launcher" "forwarded as SIGTERM, exit $code" "$(ms $t0 $t1)" "$code"
+
+start_job bin/launch -np $np "${long[@]}"
+t0=$(now); kill -KILL $L; wait $L 2>/dev/null || true; t1=$(gone $L "${W[@]}")
+row "SIGKILL to the launcher" "workers die with it (parent-death signal)" "$(ms $t0 $t1)" "137"
+rm -f /tmp/faults.$$.log
+
+if [ "$json" = --json ]; then
+  printf '['; sep=
+  for r in "${rows[@]}"; do IFS='|' read -r f w m c <<<"$r"; printf '%s{"np":%d,"fault":"%s","what happens":"%s","ms_to_clean_exit":"%s","exit":%s}' "$sep" $np "$f" "$w" "$m" "$c"; sep=,; done
+  echo ']'
+else
+  echo "| fault (np $np, CPU backend) | what happens | ms to clean exit | exit |"
+  echo "|---|---|---:|---:|"
+  for r in "${rows[@]}"; do IFS='|' read -r f w m c <<<"$r"; echo "| $f | $w | $m | $c |"; done
+fi
