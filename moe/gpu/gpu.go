@@ -38,7 +38,7 @@ type Ops struct {
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
-	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv", "moe_route_softmax"}
+	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv", "moe_route_softmax", "moe_gather_v8", "moe_gated_v8", "moe_combine_v8"}
 
 var _ moe.Ops = (*Ops)(nil)
 
@@ -304,10 +304,27 @@ func (o *Ops) MLP(x moe.Tensor, w *moe.MLPWeights, act moe.Activation, out moe.T
 	if err := o.Linear(x, w.W13, h); err != nil {
 		return err
 	}
-	if err := o.launch1D("moe_gated", n*w.I, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(x.DType()), n, w.I, int(act)); err != nil {
+	if err := o.gated(h.Buf.Ptr(), a.Buf.Ptr(), x.DType(), n, w.I, act); err != nil {
 		return err
 	}
 	return o.Linear(a, w.W2, out)
+}
+
+// vec8 picks the 16-byte element-wise kernels (moe_*_v8): bf16 rows of a multiple of 8
+// values (every row then starts 16-byte aligned).
+func vec8(dt dtype.DType, cols int) bool {
+	return dt == dtype.BFloat16 && cols%8 == 0 && !disableVec
+}
+
+// disableVec keeps the scalar element-wise kernels (MOERUN_VEC=0: for comparisons).
+var disableVec = os.Getenv("MOERUN_VEC") == "0"
+
+// gated sets a [n, inter] = act(h[:, :inter]) ⊙ h[:, inter:] for h [n, 2·inter].
+func (o *Ops) gated(h, a uintptr, dt dtype.DType, n, inter int, act moe.Activation) error {
+	if vec8(dt, inter) {
+		return o.launch1D("moe_gated_v8", n*inter/8, h, a, int64(n), inter/8, int(act))
+	}
+	return o.launch1D("moe_gated", n*inter, h, a, kernelType(dt), n, inter, int(act))
 }
 
 // Limits of the routing kernel (one thread per token, arrays in registers and local
@@ -669,7 +686,13 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 	if onInput {
 		on = 1
 	}
-	if err := o.launch1D("moe_gather", live*hd, x.Buf.Ptr(), perm.Buf.Ptr(), weights.Buf.Ptr(), on, k, hd, int64(live), kernelType(dt), xg.Buf.Ptr()); err != nil {
+	gather := func() error {
+		if vec8(dt, hd) {
+			return o.launch1D("moe_gather_v8", live*hd/8, x.Buf.Ptr(), perm.Buf.Ptr(), weights.Buf.Ptr(), on, k, hd/8, int64(live), xg.Buf.Ptr())
+		}
+		return o.launch1D("moe_gather", live*hd, x.Buf.Ptr(), perm.Buf.Ptr(), weights.Buf.Ptr(), on, k, hd, int64(live), kernelType(dt), xg.Buf.Ptr())
+	}
+	if err := gather(); err != nil {
 		return err
 	}
 	arr := func(i int) uintptr { return ptrs.Buf.Ptr() + uintptr(i*plan.MaxTiles*8) }
@@ -690,11 +713,14 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 	if err := gemm(xg, w.W13, h, 0); err != nil {
 		return err
 	}
-	if err := o.launch1D("moe_gated", live*inter, h.Buf.Ptr(), a.Buf.Ptr(), kernelType(dt), live, inter, int(act)); err != nil {
+	if err := o.gated(h.Buf.Ptr(), a.Buf.Ptr(), dt, live, inter, act); err != nil {
 		return err
 	}
 	if err := gemm(a, w.W2, y, 3); err != nil {
 		return err
+	}
+	if vec8(dt, hd) {
+		return o.launch1D("moe_combine_v8", n*hd/8, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, int64(n), k, hd/8, out.Buf.Ptr())
 	}
 	return o.launch1D("moe_combine", n*hd, y.Buf.Ptr(), pos.Buf.Ptr(), weights.Buf.Ptr(), on, n, k, hd, kernelType(dt), out.Buf.Ptr())
 }

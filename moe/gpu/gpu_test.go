@@ -224,6 +224,7 @@ func TestExpertsMatchCPU(t *testing.T) {
 		{12, 1, 4, 8, 16, nil, true, dtype.BFloat16},
 		{5, 2, 2, 8, 16, []int32{-1, -1, 0, 1}, false, dtype.Float32}, // may route nothing here
 		{300, 2, 3, 16, 32, nil, false, dtype.BFloat16},               // experts of several tiles
+		{9, 2, 4, 12, 20, nil, false, dtype.BFloat16},                 // widths off 8: scalar element-wise kernels
 		{70, 8, 16, 16, 32, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
 		// Decode sizes (tiles of 8 rows: the GEMV kernel), K from one lane's piece to many.
 		{6, 8, 64, 32, 64, nil, false, dtype.BFloat16},

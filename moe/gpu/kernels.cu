@@ -427,3 +427,70 @@ moe_expert_gemv(const u64 *A, const u64 *B, const u64 *Cp, const int *used, cons
     case 8: gemv_rows<8>(w, x, y, n0, N, K, lane); break;
   }
 }
+
+// Vectorised element-wise kernels for bf16 rows whose width is a multiple of 8: each
+// thread moves 16 bytes (8 values), so the prefill-size gather, gated activation and
+// combine run near the memory's speed instead of at 2-byte accesses. Same arithmetic as
+// their scalar twins (moe_gather, moe_gated, moe_combine), element by element.
+__device__ __forceinline__ uint4 pack8(const float *f) {
+  uint4 v;
+  v.x = (u32)f32_to_bf16(f[0]) | ((u32)f32_to_bf16(f[1]) << 16);
+  v.y = (u32)f32_to_bf16(f[2]) | ((u32)f32_to_bf16(f[3]) << 16);
+  v.z = (u32)f32_to_bf16(f[4]) | ((u32)f32_to_bf16(f[5]) << 16);
+  v.w = (u32)f32_to_bf16(f[6]) | ((u32)f32_to_bf16(f[7]) << 16);
+  return v;
+}
+
+extern "C" __global__ void moe_gather_v8(const uint4 *x, const int *perm, const float *w, int onInput, int k, int h8,
+                                         long long rows, uint4 *xg) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= rows * h8) return;
+  long long p = i / h8;
+  int c = (int)(i - p * h8);
+  int s = perm[p];
+  uint4 v;
+  v.x = v.y = v.z = v.w = 0u;
+  if (s >= 0) {
+    v = x[(long long)(s / k) * h8 + c];
+    if (onInput) {
+      float f[8];
+      bf16x8(v, f);
+      for (int e = 0; e < 8; e++) f[e] *= w[s];
+      v = pack8(f);
+    }
+  }
+  xg[i] = v;
+}
+
+extern "C" __global__ void moe_gated_v8(const uint4 *h, uint4 *a, long long n, int i8, int act) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n * i8) return;
+  long long t = i / i8;
+  int j = (int)(i - t * i8);
+  float g[8], u[8], y[8];
+  bf16x8(h[t * 2 * i8 + j], g);
+  bf16x8(h[t * 2 * i8 + i8 + j], u);
+  for (int e = 0; e < 8; e++) {
+    float z = act == 1 ? 0.5f * g[e] * (1.0f + erff(g[e] * 0.70710678118654752f)) : g[e] / (1.0f + expf(-g[e]));
+    y[e] = z * u[e];
+  }
+  a[i] = pack8(y);
+}
+
+extern "C" __global__ void moe_combine_v8(const uint4 *y, const int *pos, const float *w, int onInput, long long n, int k,
+                                          int h8, uint4 *out) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n * h8) return;
+  long long t = i / h8;
+  int c = (int)(i - t * h8);
+  float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  for (int j = 0; j < k; j++) {
+    int p = pos[t * k + j];
+    if (p < 0) continue;
+    float scale = onInput ? 1.0f : w[t * k + j];
+    float f[8];
+    bf16x8(y[(long long)p * h8 + c], f);
+    for (int e = 0; e < 8; e++) acc[e] += scale * f[e];
+  }
+  out[i] = pack8(acc);
+}
