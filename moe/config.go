@@ -62,6 +62,10 @@ type Config struct {
 	Chunk int `json:"chunk_size,omitempty"`
 	// Placement of experts on EP ranks: linear or round_robin.
 	Placement string `json:"expert_placement,omitempty"`
+	// PlacementRanks, when set, places the experts explicitly: list r holds the global
+	// experts of EP rank r, in its local order, every expert exactly once (Placement is
+	// then ignored). The number of lists must be the EP size.
+	PlacementRanks [][]int `json:"expert_placement_ranks,omitempty"`
 }
 
 // DefaultChunk is VLLM_MOE_DP_CHUNK_SIZE's default.
@@ -113,6 +117,11 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.ElementType(); err != nil {
 		return err
+	}
+	if c.PlacementRanks != nil {
+		if err := rank.ValidateExplicit(c.Experts, len(c.PlacementRanks), c.PlacementRanks); err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
 	}
 	if _, err := c.PlacementKind(); err != nil {
 		return err

@@ -67,13 +67,24 @@ func NewShard(cfg Config, l rank.Layout, r int) (Shard, error) {
 	}
 	placement = rank.EffectivePlacement(placement, cfg.ExpertGroups, 0, false)
 	if m.UseEP {
-		_, emap, err := rank.ExpertMap(cfg.Experts, m.EPSize, m.EPRank, placement)
+		var emap []int32
+		switch {
+		case cfg.PlacementRanks != nil && len(cfg.PlacementRanks) != m.EPSize:
+			err = fmt.Errorf("%d rank lists for an EP group of %d", len(cfg.PlacementRanks), m.EPSize)
+		case cfg.PlacementRanks != nil:
+			_, emap, err = rank.ExplicitExpertMap(cfg.Experts, cfg.PlacementRanks, m.EPRank)
+		default:
+			_, emap, err = rank.ExpertMap(cfg.Experts, m.EPSize, m.EPRank, placement)
+		}
 		if err != nil {
 			return Shard{}, fmt.Errorf("%w: expert placement: %w", ErrConfig, err)
 		}
 		s.ExpertMap = emap
 		s.Experts = rank.LocalExperts(emap)
 	} else {
+		if cfg.PlacementRanks != nil {
+			return Shard{}, fmt.Errorf("%w: an explicit expert placement needs expert parallelism (--ep)", ErrConfig)
+		}
 		for e := 0; e < cfg.Experts; e++ {
 			s.Experts = append(s.Experts, e)
 		}
@@ -186,6 +197,7 @@ func unsharded(cfg Config) (Shard, error) {
 	if err != nil {
 		return Shard{}, err
 	}
+	cfg.PlacementRanks = nil // one rank holds every expert, wherever EP would put them
 	return NewShard(cfg, one, 0)
 }
 

@@ -124,3 +124,52 @@ func LocalExperts(expertMap []int32) []int {
 	}
 	return out
 }
+
+// ValidateExplicit checks an explicit placement: ranks[r] lists the global experts EP rank r
+// holds, in its local order; there must be one list per EP rank and every expert of
+// [0, numExperts) must appear exactly once (no redundant copies: each expert has one home).
+func ValidateExplicit(numExperts, epSize int, ranks [][]int) error {
+	if len(ranks) != epSize {
+		return invalidf("explicit expert placement: %d rank lists for an EP group of %d", len(ranks), epSize)
+	}
+	home := make([]int, numExperts)
+	for i := range home {
+		home[i] = -1
+	}
+	for r, list := range ranks {
+		for _, e := range list {
+			switch {
+			case e < 0 || e >= numExperts:
+				return invalidf("explicit expert placement: rank %d lists expert %d, outside [0, %d)", r, e, numExperts)
+			case home[e] >= 0:
+				return invalidf("explicit expert placement: expert %d is on rank %d and rank %d (each expert exactly once)", e, home[e], r)
+			}
+			home[e] = r
+		}
+	}
+	for e, r := range home {
+		if r < 0 {
+			return invalidf("explicit expert placement: expert %d is on no rank (each expert exactly once)", e)
+		}
+	}
+	return nil
+}
+
+// ExplicitExpertMap is ExpertMap for an explicit placement (validated first): epRank holds
+// ranks[epRank] in that local order.
+func ExplicitExpertMap(numExperts int, ranks [][]int, epRank int) (local int, expertMap []int32, err error) {
+	if err := ValidateExplicit(numExperts, len(ranks), ranks); err != nil {
+		return 0, nil, err
+	}
+	if epRank < 0 || epRank >= len(ranks) {
+		return 0, nil, invalidf("expert map: ep_rank %d out of range [0, %d)", epRank, len(ranks))
+	}
+	expertMap = make([]int32, numExperts)
+	for i := range expertMap {
+		expertMap[i] = -1
+	}
+	for l, e := range ranks[epRank] {
+		expertMap[e] = int32(l)
+	}
+	return len(ranks[epRank]), expertMap, nil
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -284,6 +285,39 @@ func TestLocalExperts(t *testing.T) {
 		got := LocalExperts(tc.m)
 		if !slices.Equal(got, tc.want) || (tc.want == nil) != (got == nil) {
 			t.Errorf("LocalExperts(%v) = %#v, want %#v", tc.m, got, tc.want)
+		}
+	}
+}
+
+// Explicit placements: any valid split works, in the listed local order; a missing,
+// duplicated or out-of-range expert, or the wrong number of lists, is refused by name.
+func TestExplicitPlacement(t *testing.T) {
+	ranks := [][]int{{7, 0}, {1, 6}, {2, 5}, {3, 4}}
+	for r, want := range ranks {
+		local, m, err := ExplicitExpertMap(8, ranks, r)
+		if err != nil || local != 2 {
+			t.Fatalf("rank %d: %d, %v", r, local, err)
+		}
+		if got := LocalExperts(m); !slices.Equal(got, want) {
+			t.Errorf("rank %d holds %v, want %v", r, got, want)
+		}
+	}
+	// Uneven splits are fine; so is a rank with no expert.
+	if _, m, err := ExplicitExpertMap(3, [][]int{{2, 0, 1}, {}}, 1); err != nil || len(LocalExperts(m)) != 0 {
+		t.Errorf("empty rank: %v, %v", m, err)
+	}
+	for _, c := range []struct {
+		ranks [][]int
+		msg   string
+	}{
+		{[][]int{{0, 1, 2, 3}, {4, 5, 6}}, "expert 7 is on no rank"},
+		{[][]int{{0, 1, 2, 3}, {3, 4, 5, 6, 7}}, "expert 3 is on rank 0 and rank 1"},
+		{[][]int{{0, 1, 2, 3}, {4, 5, 6, 8}}, "rank 1 lists expert 8, outside [0, 8)"},
+		{[][]int{{0, 1, 2, 3, 4, 5, 6, 7}}, "1 rank lists for an EP group of 2"},
+	} {
+		err := ValidateExplicit(8, 2, c.ranks)
+		if err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%v: %v, want %q", c.ranks, err, c.msg)
 		}
 	}
 }

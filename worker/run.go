@@ -1,7 +1,10 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -35,6 +38,7 @@ func runCommand() *cli.Command {
 			&cli.IntFlag{Name: "iters", Aliases: []string{"n"}, Value: 5, Usage: "timed forward passes per row"},
 			&cli.IntFlag{Name: "warmup", Aliases: []string{"w"}, Value: 1, Usage: "untimed forward passes before each row"},
 			&cli.IntFlag{Name: "chunk", Usage: "rows per rank of one chunk (default: the config's, else 256)"},
+			&cli.StringFlag{Name: "placement", Usage: "experts on EP ranks: linear, round_robin, or FILE.json ({\"ranks\": [[experts of EP rank 0], …]}, every expert exactly once)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "selects the generated weights and tokens"},
 			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
 			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
@@ -69,6 +73,11 @@ func layerConfig(cmd *cli.Command) (moe.Config, error) {
 	if cmd.Bool("match-ref") {
 		cfg = matchRef(cfg)
 	}
+	if v := cmd.String("placement"); v != "" {
+		if err := applyPlacement(&cfg, v); err != nil {
+			return cfg, usageError{err}
+		}
+	}
 	if cmd.IsSet("chunk") {
 		if c := cmd.Int("chunk"); c < 1 {
 			return cfg, usagef("--chunk %d: expected at least 1 row", c)
@@ -79,6 +88,36 @@ func layerConfig(cmd *cli.Command) (moe.Config, error) {
 		return cfg, usageError{err}
 	}
 	return cfg, nil
+}
+
+// applyPlacement sets cfg's expert placement from --placement: a vLLM placement name, or
+// a JSON file of per-rank expert lists (validated against the layer here, against the EP
+// size when the shard is planned).
+func applyPlacement(cfg *moe.Config, v string) error {
+	if v == "linear" || v == "round_robin" {
+		cfg.Placement, cfg.PlacementRanks = v, nil
+		return nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return fmt.Errorf("--placement %s: expected linear, round_robin or a placement file: %w", v, err)
+	}
+	var f struct {
+		Ranks [][]int `json:"ranks"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil || f.Ranks == nil {
+		if err == nil {
+			err = errors.New(`no "ranks"`)
+		}
+		return fmt.Errorf("--placement %s: expected {\"ranks\": [[experts of EP rank 0], …]}: %v", v, err)
+	}
+	if err := rank.ValidateExplicit(cfg.Experts, len(f.Ranks), f.Ranks); err != nil {
+		return fmt.Errorf("--placement %s: %w", v, err)
+	}
+	cfg.PlacementRanks = f.Ranks
+	return nil
 }
 
 // matchRef strips cfg down to the layer that moe_ref.py times (the PyTorch reference of
