@@ -1,0 +1,101 @@
+// Package costmodel predicts the time of collectives and of an MoE forward pass from link
+// parameters: each collective costed the way NCCL runs it (rings, and trees for small
+// all-reduces) over the slowest link its ring crosses.
+package costmodel
+
+import (
+	"fmt"
+	"math"
+)
+
+// Link is what a collective sees of the links of its ring: the per-step latency (seconds)
+// and the bandwidth (bytes per second, one direction, per GPU) of the slowest hop.
+type Link struct {
+	Latency   float64 `json:"latency_s"`
+	Bandwidth float64 `json:"bandwidth_bytes_per_s"`
+}
+
+func (l Link) valid() error {
+	if !(l.Latency >= 0) || !(l.Bandwidth > 0) {
+		return fmt.Errorf("costmodel: link latency %g s and bandwidth %g B/s: expected latency ≥ 0 and bandwidth > 0", l.Latency, l.Bandwidth)
+	}
+	return nil
+}
+
+// Op names a collective as the worker's progress records and commbench do.
+type Op string
+
+const (
+	AllGather      Op = "all_gather"
+	AllGatherV     Op = "all_gather_v"
+	ReduceScatter  Op = "reduce_scatter"
+	ReduceScatterV Op = "reduce_scatter_v"
+	AllReduce      Op = "all_reduce"
+	Broadcast      Op = "broadcast"
+)
+
+// Time is the predicted time in seconds of one collective over n ranks on link l. bytes is
+// the size of the whole buffer (the gathered output, the reduce-scatter input, the
+// all-reduce buffer, the broadcast buffer), as nccl-tests and commbench count it; for the
+// -v collectives, blocks are the per-rank block sizes in bytes instead (bytes is ignored).
+//
+//   - ring all-gather and reduce-scatter: n−1 steps, each a latency and 1/n of the buffer;
+//   - the -v variants run as NCCL has no all-gather-v: a group of broadcasts, one per
+//     non-empty block, pipelined along the ring together — n−1 latencies and the whole
+//     buffer's (n−1)/n share of traffic, plus one latency per extra broadcast;
+//   - all-reduce: the faster of a ring (reduce-scatter then all-gather, 2(n−1) steps) and a
+//     tree (2·log2 n latencies, the whole buffer twice over the link), as NCCL picks by
+//     size;
+//   - broadcast: a pipelined ring, n−1 latencies and the buffer once.
+func Time(op Op, n int, bytes float64, blocks []float64, l Link) (float64, error) {
+	if err := l.valid(); err != nil {
+		return 0, err
+	}
+	if n < 1 {
+		return 0, fmt.Errorf("costmodel: %s over %d ranks: expected at least 1", op, n)
+	}
+	if n == 1 {
+		return 0, nil // a copy at most, nothing on a link
+	}
+	steps := float64(n - 1)
+	share := steps / float64(n)
+	switch op {
+	case AllGather, ReduceScatter:
+		return steps*l.Latency + share*bytes/l.Bandwidth, nil
+	case AllGatherV, ReduceScatterV:
+		if len(blocks) != n {
+			return 0, fmt.Errorf("costmodel: %s over %d ranks with %d blocks: expected one block per rank", op, n, len(blocks))
+		}
+		total, nonEmpty := 0.0, 0
+		for _, b := range blocks {
+			total += b
+			if b > 0 {
+				nonEmpty++
+			}
+		}
+		return (steps+float64(max(nonEmpty-1, 0)))*l.Latency + share*total/l.Bandwidth, nil
+	case AllReduce:
+		ring := 2*steps*l.Latency + 2*share*bytes/l.Bandwidth
+		tree := 2*math.Ceil(math.Log2(float64(n)))*l.Latency + 2*bytes/l.Bandwidth
+		return min(ring, tree), nil
+	case Broadcast:
+		return steps*l.Latency + bytes/l.Bandwidth, nil
+	}
+	return 0, fmt.Errorf("costmodel: unknown collective %q", op)
+}
+
+// BusBandwidth is nccl-tests' bus bandwidth of a collective that took t seconds (bytes
+// per second): algorithm bandwidth × (n−1)/n, × 2(n−1)/n for all-reduce, × 1 for broadcast.
+func BusBandwidth(op Op, n int, bytes, t float64) float64 {
+	if t <= 0 || n < 1 {
+		return 0
+	}
+	alg := bytes / t
+	switch op {
+	case AllReduce:
+		return alg * 2 * float64(n-1) / float64(n)
+	case Broadcast:
+		return alg
+	}
+	return alg * float64(n-1) / float64(n)
+}

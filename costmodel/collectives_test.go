@@ -1,0 +1,54 @@
+package costmodel
+
+import (
+	"math"
+	"testing"
+)
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-12+1e-9*math.Abs(b) }
+
+// Each formula against hand-computed values on a link of 10 µs and 100 GB/s.
+func TestTimeByHand(t *testing.T) {
+	l := Link{Latency: 10e-6, Bandwidth: 100e9}
+	const mib = 1 << 20
+	for _, c := range []struct {
+		op     Op
+		n      int
+		bytes  float64
+		blocks []float64
+		want   float64
+	}{
+		// 7 steps of 10 µs + 7/8 of 64 MiB at 100 GB/s.
+		{AllGather, 8, 64 * mib, nil, 7*10e-6 + 7.0/8*64*mib/100e9},
+		{ReduceScatter, 2, 8192, nil, 10e-6 + 0.5*8192/100e9},
+		// Uneven blocks of 3 and 5 MiB over 2 ranks: 1 step, 1 extra broadcast, half of 8 MiB.
+		{AllGatherV, 2, 0, []float64{3 * mib, 5 * mib}, 2*10e-6 + 0.5*8*mib/100e9},
+		// An empty block adds no broadcast.
+		{ReduceScatterV, 4, 0, []float64{0, mib, mib, 2 * mib}, (3+2)*10e-6 + 0.75*4*mib/100e9},
+		// 1 GiB all-reduce on 8: the ring, 14 steps and 2·7/8 of the buffer.
+		{AllReduce, 8, 1024 * mib, nil, 14*10e-6 + 2*7.0/8*1024*mib/100e9},
+		// 8 KiB on 64 ranks: the tree (12 latencies + twice the buffer) beats the ring (126).
+		{AllReduce, 64, 8192, nil, 12*10e-6 + 2*8192/100e9},
+		{Broadcast, 4, mib, nil, 3*10e-6 + mib/100e9},
+		{AllGather, 1, 64 * mib, nil, 0},
+	} {
+		got, err := Time(c.op, c.n, c.bytes, c.blocks, l)
+		if err != nil || !near(got, c.want) {
+			t.Errorf("%s n=%d: %g, %v; want %g", c.op, c.n, got, err, c.want)
+		}
+	}
+	if _, err := Time(AllGatherV, 4, 0, []float64{1}, l); err == nil {
+		t.Error("a -v collective with too few blocks was costed")
+	}
+	if _, err := Time("gather", 4, 1, nil, l); err == nil {
+		t.Error("an unknown collective was costed")
+	}
+	if _, err := Time(AllGather, 4, 1, nil, Link{Latency: 1e-6}); err == nil {
+		t.Error("a link without bandwidth was accepted")
+	}
+	// Bus bandwidth undoes the formula's bandwidth term at large sizes.
+	tm, _ := Time(AllGather, 8, 1<<30, nil, Link{Bandwidth: 100e9})
+	if bw := BusBandwidth(AllGather, 8, 1<<30, tm); !near(bw, 100e9) {
+		t.Errorf("bus bandwidth %g, want 100e9", bw)
+	}
+}
