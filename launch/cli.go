@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v3"
+
+	"github.com/moerun/moerun/topology"
 )
 
 // Exit codes of the launcher itself (a failed rank's code is passed through instead).
@@ -30,15 +32,37 @@ type Options struct {
 	Grace   time.Duration
 	Program string
 	Args    []string
+
+	// ShowTopology asks for the GPU topology instead of a job: of this machine, or of
+	// TopologyFile (a JSON file or a shipped name), as text or as JSON. No job flag or
+	// PROGRAM goes with it.
+	ShowTopology bool
+	TopologyFile string
+	JSON         bool
 }
 
 const usageText = "launch -np N [--tp T] [--dp D] [--pcp P] [--pp 1] [--ep] [--timeout DUR] [--grace DUR] [--] PROGRAM [ARGS...]"
+
+// topologyUsage is the other form of the command line.
+const topologyUsage = "launch --show-topology [--topology-file FILE] [--json]"
+
+// jobFlags are the flags that describe a job, which --show-topology does not start.
+var jobFlags = []string{"np", "tp", "dp", "pcp", "pp", "ep", "timeout", "grace"}
+
+// usageError is a command-line error that belongs to one form of the command line.
+type usageError struct {
+	err   error
+	usage string
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
 func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "launch",
 		Usage:     "run PROGRAM as the N ranks of one moerun job on this host",
-		UsageText: usageText,
+		UsageText: usageText + "\n" + topologyUsage,
 		Description: "Every rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT\n" +
 			"(the job's rendezvous store), MOERUN_TOKEN, MOERUN_TP/DP/PCP/PP/EP, MOERUN_TIMEOUT,\n" +
 			"MOERUN_HEARTBEAT and NCCL_NVLS_ENABLE=0 (unless already set). Output lines are prefixed\n" +
@@ -50,7 +74,13 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 			"in which collective and who never came, stops the job and exits 124. SIGINT or SIGTERM\n" +
 			"to launch is passed to every rank as SIGTERM (then SIGKILL after --grace; a second\n" +
 			"SIGINT kills at once), and launch exits 130 or 143 unless a rank failed first. Ranks\n" +
-			"die with launch. Flags end at PROGRAM: its arguments are its own.",
+			"die with launch. Flags end at PROGRAM: its arguments are its own.\n\n" +
+			"--show-topology starts nothing: it prints this machine's GPUs as nvidia-smi topo -m does\n" +
+			"(the class of every GPU pair: NV#, PIX, PXB, PHB, NODE, SYS), each GPU's CPU and NUMA\n" +
+			"affinity, the NUMA nodes and the NICs; when no GPU is found it says why. --topology-file\n" +
+			"shows a saved topology instead: a JSON file, or a shipped one by name:\n" +
+			strings.Join(topology.Shipped(), ", ") + ".\n" +
+			"--json prints the topology as JSON, which --topology-file reads back.",
 		HideHelpCommand: true,
 		HideVersion:     true,
 		Writer:          stdout,
@@ -68,8 +98,19 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "ep", Usage: "enable expert parallelism"},
 			&cli.DurationFlag{Name: "timeout", Value: 120 * time.Second, Usage: "bound on any single wait of a worker for a peer (MOERUN_TIMEOUT); the job is stopped as hung after this long without progress or heartbeat"},
 			&cli.DurationFlag{Name: "grace", Value: 2 * time.Second, Usage: "time between SIGTERM and SIGKILL when the job is torn down"},
+			&cli.BoolFlag{Name: "show-topology", Usage: "print the GPU topology (of this machine, or of --topology-file) and start nothing"},
+			&cli.StringFlag{Name: "topology-file", Usage: "with --show-topology: a topology JSON file, or a shipped name such as dgx-h100"},
+			&cli.BoolFlag{Name: "json", Usage: "with --show-topology: print the topology as JSON"},
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
+			if cmd.Bool("show-topology") {
+				return parseShowTopology(o, cmd)
+			}
+			for _, name := range []string{"topology-file", "json"} {
+				if cmd.IsSet(name) {
+					return &usageError{fmt.Errorf("--%s goes with --show-topology", name), topologyUsage}
+				}
+			}
 			if !cmd.IsSet("np") {
 				return errors.New("-np is required")
 			}
@@ -95,6 +136,23 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 			return nil
 		},
 	}
+}
+
+// parseShowTopology reads the --show-topology form of the command line.
+func parseShowTopology(o *Options, cmd *cli.Command) error {
+	fail := func(format string, args ...any) error {
+		return &usageError{fmt.Errorf(format, args...), topologyUsage}
+	}
+	for _, name := range jobFlags {
+		if cmd.IsSet(name) {
+			return fail("--show-topology starts no job: drop -%s", name)
+		}
+	}
+	if args := cmd.Args().Slice(); len(args) > 0 {
+		return fail("--show-topology starts no job: drop PROGRAM %q", args[0])
+	}
+	*o = Options{ShowTopology: true, TopologyFile: cmd.String("topology-file"), JSON: cmd.Bool("json")}
+	return nil
 }
 
 // Parse reads the launcher's command line (args[0] is the program name). Flags end at
@@ -169,11 +227,18 @@ func takesValue(cmd *cli.Command, name string) bool {
 func Main(args []string, stdout, stderr io.Writer) int {
 	o, help, err := Parse(args, stdout, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "launch: %v (usage: %s)\n", err, usageText)
+		usage := usageText
+		if ue := (*usageError)(nil); errors.As(err, &ue) {
+			usage = ue.usage
+		}
+		fmt.Fprintf(stderr, "launch: %v (usage: %s)\n", err, usage)
 		return ExitUsage
 	}
 	if help {
 		return 0
+	}
+	if o.ShowTopology {
+		return ShowTopology(o, stdout, stderr)
 	}
 	return Run(context.Background(), o, stdout, stderr)
 }

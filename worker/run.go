@@ -23,6 +23,7 @@ import (
 	"github.com/moerun/moerun/moe/cpu"
 	"github.com/moerun/moerun/moe/gpu"
 	"github.com/moerun/moerun/rank"
+	"github.com/moerun/moerun/topology"
 )
 
 func runCommand() *cli.Command {
@@ -45,6 +46,9 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
 			&cli.StringFlag{Name: "graph", Value: "auto", Usage: "CUDA graphs: auto replays each row's forward pass from a graph on a GPU when nothing in it waits for the host (decode sizes); off never"},
 			&cli.BoolFlag{Name: "phases", Usage: "print each row's device time by phase (rank 0's profile pass: route, experts, collectives, …)"},
+			&cli.BoolFlag{Name: "predict", Usage: "no job: predict each row's forward pass by phase from --topology-file (one process, no GPU; layout from the global --tp/--dp/--pcp/--pp/--ep)"},
+			&cli.StringFlag{Name: "topology-file", Usage: "topology JSON file or shipped name (" + strings.Join(topology.Shipped(), ", ") + ") for --predict"},
+			&cli.IntFlag{Name: "np", Usage: "with --predict: ranks (default: every GPU of the topology)"},
 			&cli.BoolFlag{Name: "match-ref", Usage: "make the layer ../shared/bench/moe_ref.py's: softmax top-k renormalised, no shared experts, bf16, silu, not chunked unless --chunk"},
 		},
 		Action: runLayer,
@@ -235,6 +239,9 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	cfg, err := layerConfig(cmd)
 	if err != nil {
 		return err
+	}
+	if cmd.Bool("predict") {
+		return predictLayer(cmd, cfg)
 	}
 	p, err := place(cmd)
 	if err != nil {

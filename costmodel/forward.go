@@ -1,0 +1,195 @@
+package costmodel
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moerun/moerun/moe"
+	"github.com/moerun/moerun/rank"
+	"github.com/moerun/moerun/topology"
+)
+
+// Device is one GPU's peak rates (as worker run's bound uses them).
+type Device struct {
+	HBM   float64 `json:"hbm_bytes_per_s"`
+	FLOPs float64 `json:"flops_per_s"`
+}
+
+// Forward is what a prediction needs: the layer, the rank grid, every DP rank's tokens,
+// where each rank runs (GPUOf, identity when nil), the machine and its parameters.
+type Forward struct {
+	Cfg      moe.Config
+	Layout   rank.Layout
+	Tokens   []int // per DP rank
+	Topology *topology.Topology
+	GPUOf    func(rank int) int
+	Params   Params
+	Device   Device
+}
+
+// Phase is one step of a forward pass and its predicted time.
+type Phase struct {
+	Name    string  `json:"phase"`
+	Seconds float64 `json:"seconds"`
+}
+
+// PhaseNames are the phases of a prediction, in the order the runner runs them.
+var PhaseNames = []string{"dispatch", "pcp_gather", "experts", "pcp_scatter", "combine", "shared", "reduce"}
+
+// Predict costs one forward pass of every rank, as moe.Runner runs it on one stream
+// (phases add up: no overlap), and returns the slowest rank's phases and total. Experts
+// cost the larger of reading the expected touched experts' weights and computing the
+// expected slots, with tokens routed uniformly at random (each token picks top-k distinct
+// experts): a local expert is touched by n rows with probability 1 − (1 − k/E)^n.
+func (f Forward) Predict() (phases []Phase, total float64, slowest int, err error) {
+	l, c := f.Layout, f.Cfg
+	if err := l.Validate(); err != nil {
+		return nil, 0, 0, err
+	}
+	if len(f.Tokens) != l.DP*l.ExtDP {
+		return nil, 0, 0, fmt.Errorf("costmodel: %d token counts for %d DP ranks", len(f.Tokens), l.DP*l.ExtDP)
+	}
+	if f.Topology.NumGPUs() < l.World() {
+		return nil, 0, 0, fmt.Errorf("costmodel: %d ranks on a topology of %d GPUs", l.World(), f.Topology.NumGPUs())
+	}
+	gpu := f.GPUOf
+	if gpu == nil {
+		gpu = func(r int) int { return r }
+	}
+	dt, err := c.ElementType()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	esz := float64(dt.Size())
+	shards := make([]moe.Shard, l.World())
+	for r := range shards {
+		if shards[r], err = moe.NewShard(c, l, r); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	// rows is what rank r feeds the layer: its DP rank's tokens, its share under SP.
+	rows := func(r int) int { return shards[r].Rows(f.Tokens[shards[r].Coord.DP]) }
+	maxRows := 0
+	for r := range shards {
+		maxRows = max(maxRows, rows(r))
+	}
+	chunk := c.ChunkRows()
+	chunks := rank.NumChunks(maxRows, 1, chunk)
+	links := map[[2]int]Link{}
+	ring := func(k rank.GroupKind, r int) ([]int, Link, error) {
+		idx, _ := l.GroupOf(k, r)
+		members := l.Groups(k)[idx]
+		key := [2]int{int(k), idx}
+		if lk, ok := links[key]; ok {
+			return members, lk, nil
+		}
+		g := make([]int, len(members))
+		for i, m := range members {
+			g[i] = gpu(m)
+		}
+		lk, err := f.Params.Ring(f.Topology, g)
+		links[key] = lk
+		return members, lk, err
+	}
+	hpad := float64(c.PaddedHidden())
+	for r, s := range shards {
+		var ph = map[string]float64{}
+		for i := range chunks {
+			// Every member's rows in chunk i (a member whose rows ran out re-sends one).
+			seen := rows(r)
+			csz := func(m int) float64 {
+				n := min(chunk, rows(m)-chunk*i)
+				return float64(max(n, 1))
+			}
+			if s.Dispatch != "" {
+				kind := rank.DP
+				if s.Dispatch == "ep" {
+					kind = rank.EP
+				}
+				members, lk, err := ring(kind, r)
+				if err != nil {
+					return nil, 0, 0, err
+				}
+				xb, lb := make([]float64, len(members)), make([]float64, len(members))
+				seen = 0
+				for j, m := range members {
+					xb[j], lb[j] = csz(m)*hpad*esz, csz(m)*float64(c.Experts)*4
+					seen += int(csz(m))
+				}
+				for _, b := range [][]float64{xb, lb} {
+					t, err := Time(AllGatherV, len(members), 0, b, lk)
+					if err != nil {
+						return nil, 0, 0, err
+					}
+					ph["dispatch"] += t
+				}
+				t, err := Time(ReduceScatterV, len(members), 0, xb, lk)
+				if err != nil {
+					return nil, 0, 0, err
+				}
+				ph["combine"] += t
+			} else {
+				seen = int(csz(r))
+			}
+			if s.PCP {
+				members, lk, err := ring(rank.PCP, r)
+				if err != nil {
+					return nil, 0, 0, err
+				}
+				p := float64(len(members))
+				for _, b := range []float64{float64(seen) * hpad * esz, float64(seen) * float64(c.Experts) * 4} {
+					t, _ := Time(AllGather, len(members), p*b, nil, lk)
+					ph["pcp_gather"] += t
+				}
+				t, _ := Time(ReduceScatter, len(members), p*float64(seen)*hpad*esz, nil, lk)
+				ph["pcp_scatter"] += t
+				seen *= len(members)
+			}
+			// The experts of this chunk.
+			e, k := float64(c.Experts), float64(c.TopK)
+			local := float64(len(s.Experts))
+			touched := local * (1 - math.Pow(1-k/e, float64(seen)))
+			slots := float64(seen) * k * local / e
+			isl := float64(s.ISlice)
+			bytes := touched * 3 * isl * hpad * esz
+			flops := slots * 6 * isl * hpad
+			ph["experts"] += max(bytes/f.Device.HBM, flops/f.Device.FLOPs)
+			if c.SharedIntermediate > 0 {
+				sh := 3 * float64(s.SharedSlice) * float64(c.Hidden)
+				ph["shared"] += max(sh*esz/f.Device.HBM, 2*sh*csz(r)/f.Device.FLOPs)
+			}
+		}
+		// The TP all-reduces after the chunks (G3).
+		n := float64(rows(r))
+		if s.LatentReduce || s.SharedReduce || s.FinalReduce {
+			members, lk, err := ring(rank.TP, r)
+			if err != nil {
+				return nil, 0, 0, err
+			}
+			width := float64(c.Hidden)
+			if s.LatentReduce {
+				width = float64(c.Latent)
+			}
+			count := 0
+			for _, on := range []bool{s.LatentReduce, s.SharedReduce, s.FinalReduce} {
+				if on {
+					count++
+				}
+			}
+			t, _ := Time(AllReduce, len(members), n*width*esz, nil, lk)
+			ph["reduce"] += float64(count) * t
+		}
+		sum := 0.0
+		for _, v := range ph {
+			sum += v
+		}
+		if r == 0 || sum > total {
+			total, slowest = sum, r
+			phases = phases[:0]
+			for _, name := range PhaseNames {
+				phases = append(phases, Phase{name, ph[name]})
+			}
+		}
+	}
+	return phases, total, slowest, nil
+}

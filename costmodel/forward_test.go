@@ -1,0 +1,100 @@
+package costmodel
+
+import (
+	"math"
+	"testing"
+
+	"github.com/moerun/moerun/moe"
+	"github.com/moerun/moerun/rank"
+	"github.com/moerun/moerun/topology"
+)
+
+// A two-rank DP + EP forward pass on NV18, by hand: dispatch (two all-gather-v), experts
+// (expected touched weights against expected slots), combine (one reduce-scatter-v).
+func TestPredictByHand(t *testing.T) {
+	topo, err := topology.Load("dgx-h100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := moe.Config{Name: "hand", Hidden: 8, Intermediate: 8, Experts: 4, TopK: 1, Scoring: "softmax",
+		Renormalize: true, Activation: "silu", DType: "bf16"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l := rank.Layout{ExtDP: 1, DP: 2, PP: 1, PCP: 1, TP: 1, EP: true}
+	dev := Device{HBM: 3.35e12, FLOPs: 790e12}
+	p := DefaultParams()
+	f := Forward{Cfg: cfg, Layout: l, Tokens: []int{1, 1}, Topology: topo, Params: p, Device: dev}
+	phases, total, _, err := f.Predict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nv := Link{Latency: p.NVLinkLatency, Bandwidth: 18 * p.NVLinkPerLink}
+	// Blocks of one row: 8 × 2 bytes of x, 4 × 4 bytes of logits, per rank.
+	agv := func(b float64) float64 { return 2*nv.Latency + 0.5*2*b/nv.Bandwidth }
+	wantDispatch := agv(16) + agv(16)
+	wantCombine := agv(16)
+	// 2 rows seen, 2 local experts of 4, top-1: touched 2·(1 − (3/4)²), slots 2·1·2/4.
+	touched := 2 * (1 - math.Pow(0.75, 2))
+	wantExperts := max(touched*3*8*8*2/dev.HBM, 1.0*6*8*8/dev.FLOPs)
+	got := map[string]float64{}
+	for _, ph := range phases {
+		got[ph.Name] = ph.Seconds
+	}
+	for name, want := range map[string]float64{"dispatch": wantDispatch, "combine": wantCombine, "experts": wantExperts, "reduce": 0, "shared": 0} {
+		if !near(got[name], want) {
+			t.Errorf("%s: %g, want %g", name, got[name], want)
+		}
+	}
+	if !near(total, wantDispatch+wantCombine+wantExperts) {
+		t.Errorf("total %g", total)
+	}
+
+	// Across two nodes the same layer's dispatch crosses NET, the ring's slowest hop.
+	two, err := topology.Load("cluster-2x-dgx-h100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Topology, f.GPUOf = two, func(r int) int { return 8 * r } // GPU 0 of each node
+	phases, _, _, err = f.Predict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := p.Classes["NET"]
+	if d := phases[0]; d.Name != "dispatch" || !near(d.Seconds, 2*(2*net.Latency+0.5*2*16/net.Bandwidth)) {
+		t.Errorf("dispatch across nodes: %+v", d)
+	}
+
+	// Bad input is an error, not a guess.
+	f.Tokens = []int{1}
+	if _, _, _, err := f.Predict(); err == nil {
+		t.Error("one token count for two DP ranks was accepted")
+	}
+}
+
+// The slowest rank wins: under uneven tokens the prediction follows the busiest DP rank's
+// all-gather blocks (everyone waits for the largest), and grows with tokens.
+func TestPredictScales(t *testing.T) {
+	topo, _ := topology.Load("cluster-64x-dgx-h100")
+	cfg, _ := moe.Preset("deepseek-v3")
+	l, err := rank.NewLayout(512, 1, 1, 1, 512, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := make([]int, 512)
+	prev := 0.0
+	for _, n := range []int{1, 16, 128} {
+		for i := range tokens {
+			tokens[i] = n
+		}
+		f := Forward{Cfg: cfg, Layout: l, Tokens: tokens, Topology: topo, Params: DefaultParams(), Device: Device{HBM: 3.35e12, FLOPs: 790e12}}
+		_, total, _, err := f.Predict()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total <= prev {
+			t.Errorf("%d tokens per rank: %g s, not more than %g", n, total, prev)
+		}
+		prev = total
+	}
+}

@@ -1,0 +1,81 @@
+package costmodel
+
+import (
+	"fmt"
+
+	"github.com/moerun/moerun/topology"
+)
+
+// Params gives every link class a Link: what NCCL reaches over one hop of that class.
+type Params struct {
+	// NVLinkPerLink is the bandwidth of one NVLink of a bonded set (NV18: 18 of them), and
+	// NVLinkLatency the per-step latency of an NVLink ring.
+	NVLinkPerLink float64 `json:"nvlink_per_link_bytes_per_s"`
+	NVLinkLatency float64 `json:"nvlink_latency_s"`
+	// PCIe and NET classes (PIX, PXB, PHB, NODE, SYS, NET) by name.
+	Classes map[string]Link `json:"classes"`
+	// Source says where the numbers come from (measured where, or datasheet).
+	Source string `json:"source"`
+}
+
+// DefaultParams are calibrated where we could measure and from datasheets elsewhere:
+//   - NVLink: 2 × H200, NV18 through NVSwitch, NCCL 2.28 (docs/PERFORMANCE.md,
+//     2026-11-26): all-gather bus bandwidth 263–269 GB/s at 1 GiB → 14.8 GB/s per link;
+//     ~10 µs for an 8 KiB all-gather of one step → 8 µs per step besides the data;
+//   - PCIe (not measured): Gen5 x16 is 64 GB/s per direction; NCCL reaches about 80 %
+//     through one switch (PIX), less through more bridges and the CPU;
+//   - NET (not measured): a 400 Gb/s NIC (NDR InfiniBand) is 50 GB/s; NCCL's IB transport
+//     reaches about 90 % at large sizes, with ~12 µs per step.
+func DefaultParams() Params {
+	return Params{
+		NVLinkPerLink: 14.8e9,
+		NVLinkLatency: 8e-6,
+		Classes: map[string]Link{
+			"PIX":  {Latency: 6e-6, Bandwidth: 50e9},
+			"PXB":  {Latency: 7e-6, Bandwidth: 45e9},
+			"PHB":  {Latency: 8e-6, Bandwidth: 40e9},
+			"NODE": {Latency: 9e-6, Bandwidth: 35e9},
+			"SYS":  {Latency: 11e-6, Bandwidth: 25e9},
+			"NET":  {Latency: 12e-6, Bandwidth: 45e9},
+		},
+		Source: "NVLink calibrated on 2 × H200 (NV18), 2026-11-26; PCIe and NET from datasheets",
+	}
+}
+
+// Of is the Link of one hop of class c.
+func (p Params) Of(c topology.Class) (Link, error) {
+	switch c.Kind {
+	case topology.NVLink:
+		n := c.Links
+		if n == 0 {
+			n = 18 // an unknown count: assume an H100's full set
+		}
+		return Link{Latency: p.NVLinkLatency, Bandwidth: float64(n) * p.NVLinkPerLink}, nil
+	case topology.Self:
+		return Link{Latency: 0, Bandwidth: 1e15}, nil
+	}
+	if l, ok := p.Classes[c.String()]; ok {
+		return l, nil
+	}
+	return Link{}, fmt.Errorf("costmodel: no parameters for link class %q", c)
+}
+
+// Ring is the Link a collective over gpus (global GPU indices, in ring order) sees: the
+// slowest hop of the ring (bandwidth) and the largest per-step latency. NCCL's rings visit
+// a node's GPUs before crossing to the next node, which is the order of the group's ranks
+// when ranks are laid out node by node, as the launcher does.
+func (p Params) Ring(t *topology.Topology, gpus []int) (Link, error) {
+	if len(gpus) < 2 {
+		return Link{Latency: 0, Bandwidth: 1e15}, nil
+	}
+	worst := Link{Bandwidth: 1e18}
+	for i, g := range gpus {
+		l, err := p.Of(t.Link(g, gpus[(i+1)%len(gpus)]))
+		if err != nil {
+			return Link{}, err
+		}
+		worst.Latency = max(worst.Latency, l.Latency)
+		worst.Bandwidth = min(worst.Bandwidth, l.Bandwidth)
+	}
+	return worst, nil
+}
