@@ -16,6 +16,7 @@ build:
 	$(GO) build -o bin/launch ./cmd/launch
 	$(GO) build -o bin/worker ./cmd/worker
 	$(GO) build -o bin/benchreport ./cmd/benchreport
+	$(GO) build -o bin/layouts ./cmd/layouts
 
 # The demo: four CPU ranks (tp 2 × dp 2, expert parallel, so sequence-parallel MoE) run a
 # DeepSeek-style layer and check every output row against the float64 reference.
