@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/moerun/moerun/comm"
+	"github.com/moerun/moerun/costmodel"
 	"github.com/moerun/moerun/cuda"
 	"github.com/moerun/moerun/dtype"
 	"github.com/moerun/moerun/moe"
@@ -210,9 +211,13 @@ type runResult struct {
 	BoundKind   string  `json:"bound_kind"`
 	// Phases is rank 0's device time per phase of the profile pass (ms), by op or
 	// collective name.
-	Phases    map[string]float64 `json:"phases_ms,omitempty"`
-	MaxAbsErr float64            `json:"max_abs_err,omitempty"`
-	Checked   int                `json:"rows_checked,omitempty"`
+	Phases map[string]float64 `json:"phases_ms,omitempty"`
+	// Predicted is the cost model's forward time for this row (with --topology-file),
+	// beside the measured one.
+	PredictedMs     float64           `json:"predicted_ms,omitempty"`
+	PredictedPhases []costmodel.Phase `json:"predicted_phases,omitempty"`
+	MaxAbsErr       float64           `json:"max_abs_err,omitempty"`
+	Checked         int               `json:"rows_checked,omitempty"`
 }
 
 type runReport struct {
@@ -335,6 +340,15 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		fmt.Fprintf(out, "# %14s %7s %10s %10s %10s %8s %8s %8s %9s %6s\n", "tokens/rank", "chunks", "median ms", "min ms", "max ms",
 			"comm ms", "TFLOP/s", "GB/s", "bound ms", "×bound")
 	}
+	var topo *topology.Topology
+	if f := cmd.String("topology-file"); f != "" {
+		if topo, err = topology.Load(f); err != nil {
+			return usagef("--topology-file %v", err)
+		}
+		if topo.NumGPUs() < p.World {
+			return usagef("--topology-file %s: %d GPUs for %d ranks", f, topo.NumGPUs(), p.World)
+		}
+	}
 	tol := tolerance(cfg)
 	worst := 0.0
 	for _, tokens := range rows {
@@ -358,10 +372,29 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		if res, err = l.gather(ctx, res); err != nil {
 			return err
 		}
+		if topo != nil && p.Rank == 0 {
+			pk := report.Peaks
+			f := costmodel.Forward{Cfg: cfg, Layout: p.Layout, Tokens: tokens, Topology: topo, Params: costmodel.DefaultParams(),
+				Device: costmodel.Device{HBM: pk.HBM, FLOPs: pk.FLOPs}}
+			phases, total, _, err := f.Predict()
+			if err != nil {
+				return fmt.Errorf("predict: %w", err)
+			}
+			res.PredictedMs, res.PredictedPhases = 1e3*total, phases
+		}
 		report.Rows = append(report.Rows, res)
 		if p.Rank == 0 {
 			fmt.Fprintf(out, "  %14s %7d %10.3f %10.3f %10.3f %8.3f %8.1f %8.0f %9.3f %6.2f\n", formatTokens(tokens), res.Chunks,
 				res.MsMedian, res.MsMin, res.MsMax, res.CommMs, res.TFLOPS, res.WeightGBps, res.BoundMs, res.MsMedian/res.BoundMs)
+			if res.PredictedMs > 0 {
+				var b strings.Builder
+				for _, ph := range res.PredictedPhases {
+					if ph.Seconds > 0 {
+						fmt.Fprintf(&b, " %s %.3f", ph.Name, 1e3*ph.Seconds)
+					}
+				}
+				fmt.Fprintf(out, "#   predicted %.3f ms (measured/predicted %.2f):%s\n", res.PredictedMs, res.MsMedian/res.PredictedMs, b.String())
+			}
 			if cmd.Bool("phases") {
 				var b strings.Builder
 				for _, n := range phaseNames(res.Phases) {
