@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Faults and the time to a clean exit, on the CPU backend (docs/RELIABILITY.md).
 # Usage: bench/faults.sh [NP] [--json]   (needs bin/launch and bin/worker: make build)
+# BACKEND=nccl runs the same on a GPU host (one rank per GPU: NP ≤ GPUs), with a long
+# `worker run` of the mixtral layer as the work, and checks that no process is left on
+# the GPUs afterwards (nvidia-smi).
 # Each case starts a long collectives sweep of NP ranks, injects the fault once the ranks
 # are running, and measures from the fault to the moment the launcher has exited and no
 # worker of the job is left.
@@ -10,7 +13,12 @@ np=${1:-8}
 json=${2:-}
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
-long=(bin/worker collectives -b 16M -e 16M -n 100000 -w 0 --ops all_reduce)
+backend=${BACKEND:-tcp}
+long=(bin/worker --backend "$backend" collectives -b 16M -e 16M -n 100000 -w 0 --ops all_reduce)
+if [ "$backend" = nccl ]; then
+  export NCCL_NVLS_ENABLE=0
+  long=(bin/worker --backend nccl run --preset mixtral --tokens 1024 --iters 100000 --warmup 0 --graph off)
+fi
 workers_of() { pgrep -P "$1" || true; }
 alive() { [ -e /proc/$1 ] && [ "$(awk '{print $3}' /proc/$1/stat 2>/dev/null)" != Z ]; }
 gone() { # gone LAUNCHER WORKER…: wait until none is alive (zombies are not); print the time
@@ -26,7 +34,7 @@ start_job() { # start_job ARGS…: the launcher's pid in $L, its workers in $W (
   "$@" >/tmp/faults.$$.log 2>&1 &
   L=$!
   for _ in $(seq 500); do W=($(workers_of $L)); [ ${#W[@]} -ge $np ] && break; sleep 0.01; done
-  sleep 1 # let them join and start the sweep
+  sleep "${SETTLE_S:-1}" # let them join and start the work (GPU: weights and warm-up take longer)
 }
 rows=()
 row() { rows+=("$1|$2|$3|$4"); }
@@ -55,13 +63,17 @@ start_job bin/launch -np $np "${long[@]}"
 t0=$(now); kill -KILL $L; wait $L 2>/dev/null || true; t1=$(gone $L "${W[@]}")
 row "SIGKILL to the launcher" "workers die with it (parent-death signal)" "$(ms $t0 $t1)" "137"
 rm -f /tmp/faults.$$.log
+if [ "$backend" = nccl ]; then
+  left=$(nvidia-smi --query-compute-apps=pid --format=csv,noheader | wc -l)
+  row "after every case: processes on the GPUs (nvidia-smi)" "$left left" "-" "-"
+fi
 
 if [ "$json" = --json ]; then
   printf '['; sep=
   for r in "${rows[@]}"; do IFS='|' read -r f w m c <<<"$r"; printf '%s{"np":%d,"fault":"%s","what happens":"%s","ms_to_clean_exit":"%s","exit":%s}' "$sep" $np "$f" "$w" "$m" "$c"; sep=,; done
   echo ']'
 else
-  echo "| fault (np $np, CPU backend) | what happens | ms to clean exit | exit |"
+  echo "| fault (np $np, $backend backend) | what happens | ms to clean exit | exit |"
   echo "|---|---|---:|---:|"
   for r in "${rows[@]}"; do IFS='|' read -r f w m c <<<"$r"; echo "| $f | $w | $m | $c |"; done
 fi
