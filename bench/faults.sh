@@ -37,21 +37,22 @@ start_job() { # start_job ARGS…: the launcher's pid in $L, its workers in $W (
   sleep "${SETTLE_S:-1}" # let them join and start the work (GPU: weights and warm-up take longer)
 }
 rows=()
+last=$((np - 1)) # the rank every fault hits (pgrep lists the workers in spawn order)
 row() { rows+=("$1|$2|$3|$4"); }
 
 start_job bin/launch -np $np "${long[@]}"
-t0=$(now); kill -KILL ${W[3]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
-row "a worker is killed (SIGKILL to rank 3's process)" "launcher reports rank 3 first, exits $code" "$(ms $t0 $t1)" "$code"
+t0=$(now); kill -KILL ${W[$last]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
+row "a worker is killed (SIGKILL to the last rank's process)" "launcher reports that rank first, exits $code" "$(ms $t0 $t1)" "$code"
 
-start_job env MOERUN_TEST_EXIT=3:3:7 bin/launch -np $np "${long[@]}"
+start_job env MOERUN_TEST_EXIT=$last:3:7 bin/launch -np $np "${long[@]}"
 wait $L && code=0 || code=$?
-row "a worker exits with status 7 (MOERUN_TEST_EXIT=3:3:7)" "launcher exits $code with rank 3's code" "-" "$code"
+row "a worker exits with status 7 (MOERUN_TEST_EXIT=$last:3:7)" "launcher exits $code with rank $last's code" "-" "$code"
 
 start_job bin/launch -np $np --timeout 3s "${long[@]}"
-t0=$(now); kill -STOP ${W[5]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
+t0=$(now); kill -STOP ${W[$last]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
 row "a worker is stopped (SIGSTOP), --timeout 3s" "hang diagnosed (no heartbeat), job stopped, exit $code" "$(ms $t0 $t1)" "$code"
 
-start_job env MOERUN_TEST_HANG=2:4 bin/launch -np $np --timeout 3s "${long[@]}"
+start_job env MOERUN_TEST_HANG=$last:4 bin/launch -np $np --timeout 3s "${long[@]}"
 t0=$(now); wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
 row "a worker never enters collective #4, --timeout 3s" "who waits in #4 and who never entered it, exit $code" "$(ms $t0 $t1) (from 1 s after the start)" "$code"
 
