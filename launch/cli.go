@@ -15,7 +15,7 @@ import (
 
 // Exit codes of the launcher itself (a failed rank's code is passed through instead).
 const (
-	ExitUsage    = 2   // bad flags or layout; nothing was started
+	ExitUsage    = 2   // bad flags or layout, or ranks that cannot be placed; nothing was started
 	ExitHung     = 124 // the job hung (no progress or no heartbeat for --timeout); as timeout(1)
 	ExitNotFound = 127 // PROGRAM is not on PATH; nothing was started (as sh, env and timeout do)
 )
@@ -33,21 +33,34 @@ type Options struct {
 	Program string
 	Args    []string
 
+	// Bind says which CPUs each rank is bound to: BindNUMA (its GPU's NUMA node; the
+	// default, also when empty), BindCore (an even share of those among the ranks that
+	// share them) or BindNone.
+	Bind string
+	// GPUOrder says which GPU each rank gets: OrderAuto (the default, also when empty),
+	// OrderIdentity, or the name of a JSON file listing a GPU index per rank.
+	GPUOrder string
+	// ReportBindings prints each rank's host, GPU, NUMA node and CPUs before the job
+	// starts.
+	ReportBindings bool
+
 	// ShowTopology asks for the GPU topology instead of a job: of this machine, or of
 	// TopologyFile (a JSON file or a shipped name), as text or as JSON. No job flag or
-	// PROGRAM goes with it.
+	// PROGRAM goes with it. A job is placed on TopologyFile's first machine (or the one
+	// of the node named as this host) instead of this machine's: GPUs as it says, CPUs
+	// reported, not bound.
 	ShowTopology bool
 	TopologyFile string
 	JSON         bool
 }
 
-const usageText = "launch -np N [--tp T] [--dp D] [--pcp P] [--pp 1] [--ep] [--timeout DUR] [--grace DUR] [--] PROGRAM [ARGS...]"
+const usageText = "launch -np N [--tp T] [--dp D] [--pcp P] [--pp 1] [--ep] [--timeout DUR] [--grace DUR] [--bind numa|core|none] [--gpu-order auto|identity|FILE] [--report-bindings] [--topology-file FILE] [--] PROGRAM [ARGS...]"
 
 // topologyUsage is the other form of the command line.
 const topologyUsage = "launch --show-topology [--topology-file FILE] [--json]"
 
 // jobFlags are the flags that describe a job, which --show-topology does not start.
-var jobFlags = []string{"np", "tp", "dp", "pcp", "pp", "ep", "timeout", "grace"}
+var jobFlags = []string{"np", "tp", "dp", "pcp", "pp", "ep", "timeout", "grace", "bind", "gpu-order", "report-bindings"}
 
 // usageError is a command-line error that belongs to one form of the command line.
 type usageError struct {
@@ -75,6 +88,17 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 			"to launch is passed to every rank as SIGTERM (then SIGKILL after --grace; a second\n" +
 			"SIGINT kills at once), and launch exits 130 or 143 unless a rank failed first. Ranks\n" +
 			"die with launch. Flags end at PROGRAM: its arguments are its own.\n\n" +
+			"Placement: on a machine with GPUs each rank gets one (CUDA_VISIBLE_DEVICES lists the job's\n" +
+			"GPUs by local rank, with CUDA_DEVICE_ORDER=PCI_BUS_ID, so device LOCAL_RANK is the rank's;\n" +
+			"a CUDA_VISIBLE_DEVICES already set restricts the job to the GPUs it names). --gpu-order\n" +
+			"auto puts each TP group on the best-connected free GPUs (NV# > PIX > PXB > PHB > NODE >\n" +
+			"SYS), keeping rank r on GPU r where that is already best; identity keeps it always; FILE\n" +
+			"is a JSON list of GPU indices, one per rank. --bind numa binds each rank to the CPUs of\n" +
+			"its GPU's NUMA node (ranks without a GPU take the NUMA nodes in turn), core to an even\n" +
+			"share of them among the ranks there, none leaves them unbound; CPUs the launcher may not\n" +
+			"use (taskset, cpuset) are dropped, and a rank left with none is an error. With\n" +
+			"--topology-file the job is placed on that machine: GPUs as it says, CPUs reported, not\n" +
+			"bound. --report-bindings prints rank, host, GPU, NUMA node and CPUs before the start.\n\n" +
 			"--show-topology starts nothing: it prints this machine's GPUs as nvidia-smi topo -m does\n" +
 			"(the class of every GPU pair: NV#, PIX, PXB, PHB, NODE, SYS), each GPU's CPU and NUMA\n" +
 			"affinity, the NUMA nodes and the NICs; when no GPU is found it says why. --topology-file\n" +
@@ -98,27 +122,32 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "ep", Usage: "enable expert parallelism"},
 			&cli.DurationFlag{Name: "timeout", Value: 120 * time.Second, Usage: "bound on any single wait of a worker for a peer (MOERUN_TIMEOUT); the job is stopped as hung after this long without progress or heartbeat"},
 			&cli.DurationFlag{Name: "grace", Value: 2 * time.Second, Usage: "time between SIGTERM and SIGKILL when the job is torn down"},
+			&cli.StringFlag{Name: "bind", Value: BindNUMA, Usage: "bind each rank to the CPUs of its GPU's NUMA node (numa), to an even share of them (core), or not (none)"},
+			&cli.StringFlag{Name: "gpu-order", Value: OrderAuto, Usage: "GPU of each rank: auto (TP groups on the best-connected GPUs), identity (rank r on GPU r), or a JSON file listing a GPU per rank"},
+			&cli.BoolFlag{Name: "report-bindings", Usage: "print each rank's host, GPU, NUMA node and CPUs before the job starts"},
 			&cli.BoolFlag{Name: "show-topology", Usage: "print the GPU topology (of this machine, or of --topology-file) and start nothing"},
-			&cli.StringFlag{Name: "topology-file", Usage: "with --show-topology: a topology JSON file, or a shipped name such as dgx-h100"},
+			&cli.StringFlag{Name: "topology-file", Usage: "a topology JSON file, or a shipped name such as dgx-h100: the one --show-topology shows, or the machine a job is placed on (CPUs reported, not bound)"},
 			&cli.BoolFlag{Name: "json", Usage: "with --show-topology: print the topology as JSON"},
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			if cmd.Bool("show-topology") {
 				return parseShowTopology(o, cmd)
 			}
-			for _, name := range []string{"topology-file", "json"} {
-				if cmd.IsSet(name) {
-					return &usageError{fmt.Errorf("--%s goes with --show-topology", name), topologyUsage}
-				}
+			if cmd.IsSet("json") {
+				return &usageError{errors.New("--json goes with --show-topology"), topologyUsage}
 			}
 			if !cmd.IsSet("np") {
 				return errors.New("-np is required")
 			}
 			*o = Options{
 				NP: cmd.Int("np"), TP: cmd.Int("tp"), DP: cmd.Int("dp"), PCP: cmd.Int("pcp"), PP: cmd.Int("pp"),
-				EP:      cmd.Bool("ep"),
-				Timeout: cmd.Duration("timeout"),
-				Grace:   cmd.Duration("grace"),
+				EP:             cmd.Bool("ep"),
+				Timeout:        cmd.Duration("timeout"),
+				Grace:          cmd.Duration("grace"),
+				Bind:           cmd.String("bind"),
+				GPUOrder:       cmd.String("gpu-order"),
+				ReportBindings: cmd.Bool("report-bindings"),
+				TopologyFile:   cmd.String("topology-file"),
 			}
 			args := cmd.Args().Slice()
 			if len(args) == 0 {
@@ -132,6 +161,10 @@ func command(o *Options, stdout, stderr io.Writer) *cli.Command {
 				return fmt.Errorf("--timeout %v: must be positive", o.Timeout)
 			case o.Grace < 0:
 				return fmt.Errorf("--grace %v is negative", o.Grace)
+			case o.Bind != BindNUMA && o.Bind != BindCore && o.Bind != BindNone:
+				return fmt.Errorf("--bind %q: expected numa, core or none", o.Bind)
+			case o.GPUOrder == "":
+				return errors.New("--gpu-order: expected auto, identity or a JSON file")
 			}
 			return nil
 		},

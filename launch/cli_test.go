@@ -14,7 +14,7 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	def := Options{NP: 2, TP: 1, PCP: 1, PP: 1, Timeout: 120 * time.Second, Grace: 2 * time.Second, Program: "prog"}
+	def := Options{NP: 2, TP: 1, PCP: 1, PP: 1, Timeout: 120 * time.Second, Grace: 2 * time.Second, Program: "prog", Bind: BindNUMA, GPUOrder: OrderAuto}
 	with := func(f func(*Options)) Options {
 		o := def
 		o.Args = []string{}
@@ -41,6 +41,10 @@ func TestParse(t *testing.T) {
 		{"--timeout 5s --grace=100ms -np 2 prog a", with(func(o *Options) {
 			o.Timeout, o.Grace, o.Args = 5*time.Second, 100*time.Millisecond, []string{"a"}
 		})},
+		{"-np 2 --bind core --gpu-order o.json --report-bindings --topology-file pcie-8gpu prog", with(func(o *Options) {
+			o.Bind, o.GPUOrder, o.ReportBindings, o.TopologyFile = BindCore, "o.json", true, "pcie-8gpu"
+		})},
+		{"-np 2 --bind=none --gpu-order=identity prog", with(func(o *Options) { o.Bind, o.GPUOrder = BindNone, OrderIdentity })},
 	}
 	for _, tc := range cases {
 		t.Run(tc.args, func(t *testing.T) {
@@ -72,6 +76,8 @@ func TestParseErrors(t *testing.T) {
 		{"-np 2 --bogus prog", "flag provided but not defined: -bogus"},
 		{"-np 2 --grace -1s prog", "--grace -1s is negative"},
 		{"-np 2 --timeout 0s prog", "--timeout 0s: must be positive"},
+		{"-np 2 --bind socket prog", `--bind "socket": expected numa, core or none`},
+		{"-np 2 --gpu-order= prog", "--gpu-order: expected auto, identity or a JSON file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.args, func(t *testing.T) {
@@ -165,6 +171,20 @@ func TestWorkerEnv(t *testing.T) {
 		if !slices.Equal(vals, []string{v}) {
 			t.Errorf("user sets %s=%q: worker gets %q", rv.EnvNCCLNVLS, v, vals)
 		}
+	}
+
+	// The job's GPUs replace the user's CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER; without
+	// them both stay as they are.
+	cuda := []string{"CUDA_VISIBLE_DEVICES=3", "CUDA_DEVICE_ORDER=FASTEST_FIRST"}
+	j.gpus = "0,4,1,5"
+	got = workerEnv(cuda, j, 2)
+	if !slices.Contains(got, "CUDA_VISIBLE_DEVICES=0,4,1,5") || !slices.Contains(got, "CUDA_DEVICE_ORDER=PCI_BUS_ID") ||
+		slices.Contains(got, cuda[0]) || slices.Contains(got, cuda[1]) || !slices.Contains(got, "LOCAL_RANK=2") {
+		t.Errorf("workerEnv with GPUs = %q", got)
+	}
+	j.gpus = ""
+	if got = workerEnv(cuda, j, 2); !slices.Contains(got, cuda[0]) || !slices.Contains(got, cuda[1]) {
+		t.Errorf("workerEnv without GPUs = %q", got)
 	}
 
 	l, _ = rank.NewLayout(2, 1, 1, 1, 0, false)

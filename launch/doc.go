@@ -3,8 +3,11 @@
 // tags every output line with the rank, and supervises the ranks so that the job fails whole
 // and fast and says which rank failed first. It must not import moe or cuda.
 //
-// The pieces: Parse and Main (cli.go) read the command line; workerEnv (env.go) builds a
-// rank's environment; pump (output.go) tags output lines and keeps each rank's last ones;
+// The pieces: Parse and Main (cli.go) read the command line; placeJob and place (bind.go)
+// give every rank its GPU and CPUs from the topology (this machine's, discovered, or a
+// file's), the GPU order by TP group coming from gpuOrder (gpuorder.go), and Run binds a
+// rank by setting the CPU affinity of its own locked thread around the fork (affinity.go);
+// workerEnv (env.go) builds a rank's environment; pump (output.go) tags output lines and keeps each rank's last ones;
 // the supervisor (supervisor.go) is a pure state machine deciding what to do when ranks exit,
 // the job hangs or the launcher is signalled; the watch (watch.go), pure too, judges from the
 // progress records the workers publish to the store (package worker/progress) whether the

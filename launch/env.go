@@ -18,11 +18,16 @@ type jobEnv struct {
 	token       string
 	peerTimeout time.Duration
 	heartbeat   time.Duration // the workers' progress period (progress.EnvHeartbeat); 0: none asked
+	// gpus is CUDA_VISIBLE_DEVICES, the job's GPUs by local rank (placement.visible); ""
+	// leaves CUDA's variables as the launcher has them.
+	gpus string
 }
 
 // workerEnv returns base (the launcher's environment) with the variables of rank r set,
 // replacing any inherited value. NCCL_NVLS_ENABLE is set to 0 only when base does not set
-// it, so a user can still turn NVLink SHARP on deliberately.
+// it, so a user can still turn NVLink SHARP on deliberately. When the job's GPUs are known,
+// CUDA_VISIBLE_DEVICES lists them by local rank and CUDA_DEVICE_ORDER is PCI_BUS_ID, the
+// numbering of that list; LOCAL_RANK stays the rank's place on the host.
 func workerEnv(base []string, j jobEnv, r int) []string {
 	l := j.layout
 	world := l.World()
@@ -47,6 +52,9 @@ func workerEnv(base []string, j jobEnv, r int) []string {
 	}
 	if j.heartbeat > 0 {
 		set = append(set, [2]string{progress.EnvHeartbeat, j.heartbeat.String()})
+	}
+	if j.gpus != "" {
+		set = append(set, [2]string{envCUDAVisible, j.gpus}, [2]string{envCUDAOrder, "PCI_BUS_ID"})
 	}
 	ours := make(map[string]bool, len(set))
 	for _, kv := range set {

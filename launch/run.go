@@ -18,6 +18,7 @@ import (
 
 	"github.com/moerun/moerun/rank"
 	"github.com/moerun/moerun/rendezvous"
+	"github.com/moerun/moerun/topology"
 	"github.com/moerun/moerun/worker/progress"
 )
 
@@ -34,8 +35,9 @@ const tailTimeout = 500 * time.Millisecond
 const pollDial = 5 * time.Second
 
 // Run runs one job and returns the launcher's exit code (see Main). Before anything starts
-// it checks the layout (exit 2) and finds PROGRAM on PATH (exit 127). It stops the job when
-// ctx ends, as it does on SIGINT or SIGTERM.
+// it checks the layout, places the ranks on GPUs and CPUs (placeJob; exit 2 for both) and
+// finds PROGRAM on PATH (exit 127). It stops the job when ctx ends, as it does on SIGINT or
+// SIGTERM.
 //
 // Run is the one loop around the supervisor: it owns the child processes, the launcher's
 // signals and the grace timer. Its goroutine stays locked to its OS thread until every child
@@ -50,10 +52,27 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 		say("%v", err)
 		return ExitUsage
 	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
+	pl, err := placeJob(o, layout, host, os.LookupEnv)
+	for _, note := range pl.notes {
+		say("%s", note)
+	}
+	if err != nil {
+		say("%v", err)
+		return ExitUsage
+	}
 	path, err := exec.LookPath(o.Program)
 	if err != nil {
 		say("%v", err)
 		return ExitNotFound
+	}
+	if o.ReportBindings {
+		for r := range pl.ranks {
+			say("%s", pl.line(r, host))
+		}
 	}
 
 	token, err := rendezvous.NewToken()
@@ -72,11 +91,7 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 	defer store.Close() // waits for Serve and the connections
 	addr := ln.Addr().(*net.TCPAddr)
 	period := progress.Period(o.Timeout)
-	job := jobEnv{layout: layout, storeHost: addr.IP.String(), storePort: addr.Port, token: token, peerTimeout: o.Timeout, heartbeat: period}
-	host, err := os.Hostname()
-	if err != nil {
-		host = "localhost"
-	}
+	job := jobEnv{layout: layout, storeHost: addr.IP.String(), storePort: addr.Port, token: token, peerTimeout: o.Timeout, heartbeat: period, gpus: pl.visible}
 
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
@@ -84,6 +99,14 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread() // deferred calls run after every child has been reaped
+	// This thread's CPUs, restored after each bound fork.
+	var ownCPUs []int
+	if pl.apply {
+		if ownCPUs, err = threadCPUs(); err != nil {
+			say("read the launcher's CPU affinity: %v", err)
+			return 1
+		}
+	}
 
 	n := layout.World()
 	sup := newSupervisor(n, o.Grace, host)
@@ -110,7 +133,20 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) int {
 		cmd.Env = workerEnv(env, job, r)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		tl := new(tail)
+		// The child starts with this thread's CPUs, and its threads with the child's.
+		bind := pl.apply && pl.ranks[r].cpus != nil
+		if bind {
+			if err := setThreadCPUs(pl.ranks[r].cpus); err != nil {
+				pending = append(pending, evStartFailed{r, fmt.Errorf("bind to CPUs %s: %w", topology.FormatCPUs(pl.ranks[r].cpus), err)})
+				break
+			}
+		}
 		rOut, rErr, rankPumps, err := startRank(cmd, fmt.Sprintf("[%d] ", r), out, errOut, tl, &pumps)
+		if bind {
+			if err := setThreadCPUs(ownCPUs); err != nil {
+				say("restore the launcher's CPUs %s: %v", topology.FormatCPUs(ownCPUs), err)
+			}
+		}
 		if err != nil {
 			pending = append(pending, evStartFailed{r, err})
 			break

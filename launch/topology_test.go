@@ -65,7 +65,7 @@ func TestMainShowTopology(t *testing.T) {
 		{"--show-topology --timeout 5s", ExitUsage, "", "launch: --show-topology starts no job: drop -timeout" + topo},
 		{"--show-topology prog", ExitUsage, "", `launch: --show-topology starts no job: drop PROGRAM "prog"` + topo},
 		{"--json -np 2 prog", ExitUsage, "", "launch: --json goes with --show-topology" + topo},
-		{"-np 2 --topology-file dgx-h100 prog", ExitUsage, "", "launch: --topology-file goes with --show-topology" + topo},
+		{"--show-topology --bind core", ExitUsage, "", "launch: --show-topology starts no job: drop -bind" + topo},
 	}
 	for _, tc := range cases {
 		t.Run(tc.args, func(t *testing.T) {

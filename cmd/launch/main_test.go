@@ -65,11 +65,20 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("EXAMPLES", examples)
+			host, err := os.Hostname() // as launch --report-bindings names it
+			if err != nil {
+				host = "localhost"
+			}
+			env.Setenv("HOST", host)
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
 			if cond == "numpy" {
 				return numpyPython != "", nil
+			}
+			if want, ok := strings.CutPrefix(cond, "cpus:"); ok { // this process's CPUs
+				cpus, err := ownCPUs()
+				return cpus == want, err
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -79,6 +88,7 @@ func TestScripts(t *testing.T) {
 			"killrank":  cmdKillRank,
 			"nomarked":  cmdNoMarked,
 			"busy":      cmdBusy,
+			"affinity":  cmdAffinity,
 		},
 	})
 }
@@ -176,6 +186,7 @@ func awaitFiles(n int, glob string, limit time.Duration) error {
 // (RANK from the environment). Steps:
 //
 //	env:A,B,…      print A=value for each name ("A unset" if it is not set)
+//	cpus           print "cpus LIST", the CPUs it may run on (Cpus_allowed_list)
 //	say:TEXT       print TEXT to stdout;  err:TEXT prints it to stderr
 //	nonl:TEXT      print TEXT to stdout with no newline
 //	long:N         print a line of N 'x'
@@ -218,6 +229,12 @@ func fakeworker(args []string) int {
 					fmt.Printf("%s unset\n", name)
 				}
 			}
+		case "cpus":
+			cpus, err := ownCPUs()
+			if err != nil {
+				return fail("%v", err)
+			}
+			fmt.Println("cpus", cpus)
 		case "say":
 			fmt.Println(val)
 		case "err":
