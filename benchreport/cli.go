@@ -5,33 +5,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moerun/moerun/internal/cliexit"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/urfave/cli/v3"
 )
-
-// usageError marks bad command-line input: exit status 2, like flag parsing errors.
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
 
 // Main runs bin/benchreport with args (without the program name) and returns its exit
 // status: 0, 1 when an input is bad or an output cannot be written, 2 for bad flags.
 // Every error is one line on stderr.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := Command(stdout, stderr).Run(ctx, append([]string{"benchreport"}, args...))
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintf(stderr, "benchreport: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
+	return cliexit.Code("benchreport", err, stderr)
 }
 
 // Command is bin/benchreport's command line.
@@ -45,7 +32,7 @@ func Command(stdout, stderr io.Writer) *cli.Command {
 		ErrWriter:       stderr,
 		ExitErrHandler:  func(context.Context, *cli.Command, error) {}, // Main prints and exits
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
-			return usageError{err}
+			return cliexit.Usage(err)
 		},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "results", Usage: "the folder bench/gpu.sh filled (required)"},
@@ -54,11 +41,11 @@ func Command(stdout, stderr io.Writer) *cli.Command {
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.Args().Len() > 0 {
-				return usageError{fmt.Errorf("unexpected argument %q (usage: benchreport --results DIR [--out DIR] [--json])", cmd.Args().First())}
+				return cliexit.Usage(fmt.Errorf("unexpected argument %q (usage: benchreport --results DIR [--out DIR] [--json])", cmd.Args().First()))
 			}
 			results := cmd.String("results")
 			if results == "" {
-				return usageError{errors.New("--results DIR is required (the folder bench/gpu.sh filled)")}
+				return cliexit.Usage(errors.New("--results DIR is required (the folder bench/gpu.sh filled)"))
 			}
 			out := cmd.String("out")
 			if out == "" {

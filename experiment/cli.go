@@ -3,8 +3,8 @@ package experiment
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"github.com/moerun/moerun/internal/cliexit"
 	"io"
 	"os"
 	"strings"
@@ -16,23 +16,11 @@ import (
 	"github.com/moerun/moerun/topology"
 )
 
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
 // Main runs bin/layouts with args (without the program name) and returns its exit status:
 // 0, 1 when an output cannot be written, 2 for bad input. Every error is one line.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := command(stdout, stderr).Run(ctx, append([]string{"layouts"}, args...))
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintf(stderr, "layouts: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
+	return cliexit.Code("layouts", err, stderr)
 }
 
 func command(stdout, stderr io.Writer) *cli.Command {
@@ -45,7 +33,7 @@ func command(stdout, stderr io.Writer) *cli.Command {
 		ErrWriter:       stderr,
 		ExitErrHandler:  func(context.Context, *cli.Command, error) {},
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
-			return usageError{err}
+			return cliexit.Usage(err)
 		},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "preset", Value: "deepseek-v3", Usage: "layer preset: " + strings.Join(moe.PresetNames(), ", ")},
@@ -62,13 +50,13 @@ func command(stdout, stderr io.Writer) *cli.Command {
 func run(_ context.Context, cmd *cli.Command) error {
 	cfg, err := moe.Preset(cmd.String("preset"))
 	if err != nil {
-		return usageError{err}
+		return cliexit.Usage(err)
 	}
 	var t *topology.Topology
 	name := cmd.String("topology-file")
 	if name != "" {
 		if t, err = topology.Load(name); err != nil {
-			return usageError{fmt.Errorf("--topology-file %w", err)}
+			return cliexit.Usage(fmt.Errorf("--topology-file %w", err))
 		}
 	} else {
 		if t, err = topology.Discover(); err != nil {
@@ -77,20 +65,20 @@ func run(_ context.Context, cmd *cli.Command) error {
 		name = "this machine"
 	}
 	if t.NumGPUs() == 0 {
-		return usageError{fmt.Errorf("%s has no GPU: give --topology-file (shipped: %s)", name, strings.Join(topology.Shipped(), ", "))}
+		return cliexit.Usage(fmt.Errorf("%s has no GPU: give --topology-file (shipped: %s)", name, strings.Join(topology.Shipped(), ", ")))
 	}
 	world := t.NumGPUs()
 	if cmd.IsSet("np") {
 		if world = cmd.Int("np"); world < 1 || world > t.NumGPUs() {
-			return usageError{fmt.Errorf("--np %d: expected 1 to the topology's %d GPUs", world, t.NumGPUs())}
+			return cliexit.Usage(fmt.Errorf("--np %d: expected 1 to the topology's %d GPUs", world, t.NumGPUs()))
 		}
 	}
 	if cmd.Int("tokens") < 1 {
-		return usageError{fmt.Errorf("--tokens %d: expected at least 1 token per GPU", cmd.Int("tokens"))}
+		return cliexit.Usage(fmt.Errorf("--tokens %d: expected at least 1 token per GPU", cmd.Int("tokens")))
 	}
 	cands := Candidates(cfg, world)
 	if len(cands) == 0 {
-		return usageError{fmt.Errorf("no layout of %d ranks fits the %s layer", world, cfg.Name)}
+		return cliexit.Usage(fmt.Errorf("no layout of %d ranks fits the %s layer", world, cfg.Name))
 	}
 	gpu := t.GPU(0).Name
 	dev := costmodel.Device{HBM: 3.35e12, FLOPs: 790e12}
