@@ -155,71 +155,32 @@ func (t *tracker) wrap(c comm.Communicator, g groupID) comm.Communicator {
 	if c == nil {
 		return nil
 	}
-	return tracked{c, t, g}
+	return tracked{comm.Intercept(c, t.hook(g)), t, g}
 }
 
-// tracked is a communicator whose collectives count on a tracker. Split returns the new
-// group untracked: its caller (Join) wraps it under the group's own name.
+// tracked is a communicator whose collectives (through comm.Intercept) and splits count on
+// a tracker. Split returns the new group untracked: its caller (Join) wraps it under the
+// group's own name.
 type tracked struct {
-	comm.Communicator
-	t     *tracker
-	group groupID
+	comm.Communicator // intercepted
+	t                 *tracker
+	group             groupID
 }
 
-func (c tracked) AllGather(ctx context.Context, send, recv comm.Buffer) error {
-	tok, err := c.t.enter(ctx, opAllGather, c.group)
-	if err != nil {
-		return err
-	}
-	return c.t.leave(tok, c.Communicator.AllGather(ctx, send, recv))
+// collectiveOps maps comm.Intercept's names to the tracker's.
+var collectiveOps = map[string]opID{
+	"barrier": opBarrier, "all_gather": opAllGather, "all_gather_v": opAllGatherV, "reduce_scatter": opReduceScatter,
+	"reduce_scatter_v": opReduceScatterV, "all_reduce": opAllReduce, "broadcast": opBroadcast,
 }
 
-func (c tracked) AllGatherV(ctx context.Context, send, recv comm.Buffer, counts []int) error {
-	tok, err := c.t.enter(ctx, opAllGatherV, c.group)
-	if err != nil {
-		return err
+func (t *tracker) hook(g groupID) comm.Hook {
+	return func(ctx context.Context, op string, call func(context.Context) error) error {
+		tok, err := t.enter(ctx, collectiveOps[op], g)
+		if err != nil {
+			return err
+		}
+		return t.leave(tok, call(ctx))
 	}
-	return c.t.leave(tok, c.Communicator.AllGatherV(ctx, send, recv, counts))
-}
-
-func (c tracked) ReduceScatter(ctx context.Context, send, recv comm.Buffer) error {
-	tok, err := c.t.enter(ctx, opReduceScatter, c.group)
-	if err != nil {
-		return err
-	}
-	return c.t.leave(tok, c.Communicator.ReduceScatter(ctx, send, recv))
-}
-
-func (c tracked) ReduceScatterV(ctx context.Context, send, recv comm.Buffer, counts []int) error {
-	tok, err := c.t.enter(ctx, opReduceScatterV, c.group)
-	if err != nil {
-		return err
-	}
-	return c.t.leave(tok, c.Communicator.ReduceScatterV(ctx, send, recv, counts))
-}
-
-func (c tracked) AllReduce(ctx context.Context, send, recv comm.Buffer) error {
-	tok, err := c.t.enter(ctx, opAllReduce, c.group)
-	if err != nil {
-		return err
-	}
-	return c.t.leave(tok, c.Communicator.AllReduce(ctx, send, recv))
-}
-
-func (c tracked) Broadcast(ctx context.Context, buf comm.Buffer, root int) error {
-	tok, err := c.t.enter(ctx, opBroadcast, c.group)
-	if err != nil {
-		return err
-	}
-	return c.t.leave(tok, c.Communicator.Broadcast(ctx, buf, root))
-}
-
-func (c tracked) Barrier(ctx context.Context) error {
-	tok, err := c.t.enter(ctx, opBarrier, c.group)
-	if err != nil {
-		return err
-	}
-	return c.t.leave(tok, c.Communicator.Barrier(ctx))
 }
 
 func (c tracked) Split(ctx context.Context, color, key int) (comm.Communicator, error) {
@@ -230,11 +191,6 @@ func (c tracked) Split(ctx context.Context, color, key int) (comm.Communicator, 
 	sub, err := c.Communicator.Split(ctx, color, key)
 	return sub, c.t.leave(tok, err)
 }
-
-// Memory and Unwrap reach through to the communicator, as comm.Alias does, so that
-// backend-specific callers (device buffers, the GPU ops) still find it.
-func (c tracked) Memory() comm.Memory       { return comm.MemoryOf(c.Communicator) }
-func (c tracked) Unwrap() comm.Communicator { return c.Communicator }
 
 // heartbeat publishes a tracker's record under the rank's key every period, through a store
 // connection of its own (a Wait of the job's client would hold the heartbeat up). Close

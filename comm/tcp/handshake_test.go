@@ -3,10 +3,12 @@ package tcp
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,7 +145,11 @@ func TestRingIgnoresStrays(t *testing.T) {
 	if d := time.Since(start); d >= ringHandshake {
 		t.Errorf("the ring took %v to form: the stalled strays held it up", d)
 	}
-	if err := <-store.impostor; !errors.Is(err, rendezvous.ErrTokenMismatch) {
+	// The impostor is refused by the proof, or — when the ring formed first and the rank
+	// stopped accepting, which a loaded machine makes likely — by the connection's close:
+	// either way it never gets in.
+	if err := <-store.impostor; err == nil ||
+		!(errors.Is(err, rendezvous.ErrTokenMismatch) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)) {
 		t.Errorf("a dialer with another token: %v; want refused", err)
 	}
 	allReduce(t, comms)
