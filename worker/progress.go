@@ -155,7 +155,7 @@ func (t *tracker) wrap(c comm.Communicator, g groupID) comm.Communicator {
 	if c == nil {
 		return nil
 	}
-	return tracked{comm.Intercept(c, t.hook(g)), t, g}
+	return tracked{comm.Intercept(c, t.hook(g)), c, t, g}
 }
 
 // tracked is a communicator whose collectives (through comm.Intercept) and splits count on
@@ -163,9 +163,15 @@ func (t *tracker) wrap(c comm.Communicator, g groupID) comm.Communicator {
 // group's own name.
 type tracked struct {
 	comm.Communicator // intercepted
+	raw               comm.Communicator
 	t                 *tracker
 	group             groupID
 }
+
+// Memory and Unwrap reach through to the communicator, as comm.Alias does, so that
+// backend-specific callers (device buffers, the GPU ops) still find it.
+func (c tracked) Memory() comm.Memory       { return comm.MemoryOf(c.raw) }
+func (c tracked) Unwrap() comm.Communicator { return c.raw }
 
 // collectiveOps maps comm.Intercept's names to the tracker's.
 var collectiveOps = map[string]opID{
