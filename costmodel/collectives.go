@@ -99,3 +99,67 @@ func BusBandwidth(op Op, n int, bytes, t float64) float64 {
 	}
 	return alg * float64(n-1) / float64(n)
 }
+
+// Sample is one measured collective: what Time takes, and the seconds it took.
+type Sample struct {
+	Op      Op
+	N       int
+	Bytes   float64
+	Blocks  []float64 // -v collectives
+	Seconds float64
+}
+
+// coefficients are a and b of Time = a·latency + b·bytes/bandwidth for the ring form of
+// each collective (calibration uses sizes where NCCL runs rings).
+func (s Sample) coefficients() (a, b float64, err error) {
+	if s.N < 2 {
+		return 0, 0, fmt.Errorf("costmodel: a sample of %d ranks says nothing about a link", s.N)
+	}
+	steps := float64(s.N - 1)
+	share := steps / float64(s.N)
+	switch s.Op {
+	case AllGather, ReduceScatter:
+		return steps, share * s.Bytes, nil
+	case AllGatherV, ReduceScatterV:
+		total, nonEmpty := 0.0, 0
+		for _, b := range s.Blocks {
+			total += b
+			if b > 0 {
+				nonEmpty++
+			}
+		}
+		return steps + float64(max(nonEmpty-1, 0)), share * total, nil
+	case AllReduce:
+		return 2 * steps, 2 * share * s.Bytes, nil
+	case Broadcast:
+		return steps, s.Bytes, nil
+	}
+	return 0, 0, fmt.Errorf("costmodel: unknown collective %q", s.Op)
+}
+
+// Fit finds the Link whose ring-form times best match the samples in relative terms
+// (least squares of (measured − predicted) / measured over latency and 1/bandwidth).
+func Fit(samples []Sample) (Link, error) {
+	var saa, sab, sbb, sa, sb float64
+	for _, s := range samples {
+		if !(s.Seconds > 0) {
+			return Link{}, fmt.Errorf("costmodel: a sample of %s took %g s", s.Op, s.Seconds)
+		}
+		a, b, err := s.coefficients()
+		if err != nil {
+			return Link{}, err
+		}
+		a, b = a/s.Seconds, b/s.Seconds // relative residual: 1 − a·α − b·x
+		saa, sab, sbb, sa, sb = saa+a*a, sab+a*b, sbb+b*b, sa+a, sb+b
+	}
+	det := saa*sbb - sab*sab
+	if len(samples) < 2 || det == 0 {
+		return Link{}, fmt.Errorf("costmodel: %d samples do not fix both latency and bandwidth (give small and large sizes)", len(samples))
+	}
+	alpha := (sa*sbb - sb*sab) / det
+	x := (saa*sb - sab*sa) / det // 1/bandwidth
+	if x <= 0 {
+		return Link{}, fmt.Errorf("costmodel: the samples give no positive bandwidth")
+	}
+	return Link{Latency: max(alpha, 0), Bandwidth: 1 / x}, nil
+}

@@ -52,3 +52,28 @@ func TestTimeByHand(t *testing.T) {
 		t.Errorf("bus bandwidth %g, want 100e9", bw)
 	}
 }
+
+// Fit recovers a link from times made with it, and refuses samples that cannot fix it.
+func TestFit(t *testing.T) {
+	want := Link{Latency: 20e-6, Bandwidth: 3e9}
+	var samples []Sample
+	for _, op := range []Op{AllGather, ReduceScatter, AllReduce, Broadcast} {
+		for _, size := range []float64{1 << 20, 16 << 20, 64 << 20} {
+			tm, _ := Time(op, 4, size, nil, Link{Latency: want.Latency, Bandwidth: want.Bandwidth})
+			if op == AllReduce { // the ring form, as at these sizes
+				tm = 6*want.Latency + 1.5*size/want.Bandwidth
+			}
+			samples = append(samples, Sample{Op: op, N: 4, Bytes: size, Seconds: tm})
+		}
+	}
+	got, err := Fit(samples)
+	if err != nil || math.Abs(got.Latency-want.Latency) > 1e-9 || math.Abs(got.Bandwidth/want.Bandwidth-1) > 1e-9 {
+		t.Errorf("fit %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := Fit(samples[:1]); err == nil {
+		t.Error("one sample fixed two unknowns")
+	}
+	if _, err := Fit([]Sample{{Op: AllGather, N: 1, Bytes: 1, Seconds: 1}, {Op: AllGather, N: 1, Bytes: 2, Seconds: 1}}); err == nil {
+		t.Error("samples of one rank were accepted")
+	}
+}

@@ -3,7 +3,9 @@ package experiment
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"github.com/moerun/moerun/commbench"
 	"github.com/moerun/moerun/internal/cliexit"
 	"io"
 	"os"
@@ -42,12 +44,17 @@ func command(stdout, stderr io.Writer) *cli.Command {
 			&cli.IntFlag{Name: "tokens", Value: 128, Usage: "tokens per GPU (every layout gets np·tokens tokens in all)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the ranking as JSON instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "also draw the ranking into this PNG file"},
+			&cli.StringFlag{Name: "calibrate", Usage: "instead: fit one link to a `worker collectives --json` FILE and print the model's error on each collective"},
+			&cli.StringFlag{Name: "min-bytes", Value: "1M", Usage: "with --calibrate: the smallest collective to fit and report"},
 		},
 		Action: run,
 	}
 }
 
 func run(_ context.Context, cmd *cli.Command) error {
+	if f := cmd.String("calibrate"); f != "" {
+		return calibrate(cmd, f)
+	}
 	cfg, err := moe.Preset(cmd.String("preset"))
 	if err != nil {
 		return cliexit.Usage(err)
@@ -108,5 +115,23 @@ func run(_ context.Context, cmd *cli.Command) error {
 			return fmt.Errorf("--plot %w", err)
 		}
 	}
+	return nil
+}
+
+func calibrate(cmd *cli.Command, file string) error {
+	min, err := commbench.ParseBytes(cmd.String("min-bytes"))
+	if err != nil {
+		return cliexit.Usage(fmt.Errorf("--min-bytes: %w", err))
+	}
+	c, err := Calibrate(file, min)
+	if err != nil {
+		return cliexit.Usage(fmt.Errorf("--calibrate %w", err))
+	}
+	if cmd.Bool("json") {
+		e := json.NewEncoder(cmd.Root().Writer)
+		e.SetIndent("", "  ")
+		return e.Encode(c)
+	}
+	WriteCalibration(cmd.Root().Writer, c)
 	return nil
 }

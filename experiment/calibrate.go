@@ -1,0 +1,100 @@
+package experiment
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+
+	"github.com/moerun/moerun/commbench"
+	"github.com/moerun/moerun/costmodel"
+	"github.com/moerun/moerun/dtype"
+)
+
+// Calibration is one link fitted to a measured collectives sweep, and the model's error on
+// every sample: how far the cost model is from what the backend does.
+type Calibration struct {
+	Link    costmodel.Link `json:"link"`
+	Rows    []CalRow       `json:"rows"`
+	MaxErr  float64        `json:"max_abs_error"`    // relative, over the rows
+	MedErr  float64        `json:"median_abs_error"` // relative
+	Samples int            `json:"samples"`
+}
+
+// CalRow is one measured collective beside its prediction.
+type CalRow struct {
+	Op          string  `json:"op"`
+	Bytes       int64   `json:"size_bytes"`
+	Ranks       int     `json:"ranks"`
+	MeasuredUS  float64 `json:"measured_us"`
+	PredictedUS float64 `json:"predicted_us"`
+	Error       float64 `json:"error"` // (predicted − measured) / measured
+}
+
+// Calibrate reads a `worker collectives --json` file (the world group), fits one link to
+// the collectives of at least minBytes (where NCCL and the CPU backend run rings), and
+// predicts every sample of at least minBytes with it.
+func Calibrate(file string, minBytes int64) (*Calibration, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var reports []commbench.Report
+	if err := json.Unmarshal(data, &reports); err != nil {
+		return nil, fmt.Errorf("%s: expected the JSON of worker collectives --json: %v", file, err)
+	}
+	var samples []costmodel.Sample
+	var rows []CalRow
+	for _, r := range reports {
+		if r.Group != "world" {
+			continue
+		}
+		for _, res := range r.Results {
+			if res.Size < minBytes || res.TimeUS <= 0 {
+				continue
+			}
+			dt, err := dtype.Parse(res.DType)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", file, err)
+			}
+			s := costmodel.Sample{Op: costmodel.Op(res.Op), N: res.Ranks, Bytes: float64(res.Size), Seconds: res.TimeUS / 1e6}
+			if res.Op == commbench.AllGatherV || res.Op == commbench.ReduceScatterV {
+				for _, c := range commbench.UnevenCounts(res.Count, res.Ranks) {
+					s.Blocks = append(s.Blocks, float64(c*dt.Size()))
+				}
+			}
+			samples = append(samples, s)
+			rows = append(rows, CalRow{Op: string(res.Op), Bytes: res.Size, Ranks: res.Ranks, MeasuredUS: res.TimeUS})
+		}
+	}
+	link, err := costmodel.Fit(samples)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	c := &Calibration{Link: link, Rows: rows, Samples: len(samples)}
+	var errs []float64
+	for i, s := range samples {
+		t, err := costmodel.Time(s.Op, s.N, s.Bytes, s.Blocks, link)
+		if err != nil {
+			return nil, err
+		}
+		c.Rows[i].PredictedUS = 1e6 * t
+		c.Rows[i].Error = (1e6*t - rows[i].MeasuredUS) / rows[i].MeasuredUS
+		errs = append(errs, math.Abs(c.Rows[i].Error))
+	}
+	slices.Sort(errs)
+	c.MaxErr, c.MedErr = errs[len(errs)-1], errs[len(errs)/2]
+	return c, nil
+}
+
+// WriteCalibration prints the fitted link and every row.
+func WriteCalibration(w io.Writer, c *Calibration) {
+	fmt.Fprintf(w, "# fitted link: %.1f µs per step, %.2f GB/s; model error over %d samples: median %.1f %%, max %.1f %%\n",
+		1e6*c.Link.Latency, c.Link.Bandwidth/1e9, c.Samples, 100*c.MedErr, 100*c.MaxErr)
+	fmt.Fprintf(w, "%-17s %12s %6s %12s %12s %8s\n", "op", "bytes", "ranks", "measured µs", "predicted µs", "error")
+	for _, r := range c.Rows {
+		fmt.Fprintf(w, "%-17s %12d %6d %12.1f %12.1f %7.1f%%\n", r.Op, r.Bytes, r.Ranks, r.MeasuredUS, r.PredictedUS, 100*r.Error)
+	}
+}
