@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/moerun/moerun/internal/jsonpos"
 	"io"
 	"io/fs"
 	"os"
@@ -211,20 +212,11 @@ func decodeObject(r io.Reader, v any, want string) error {
 
 // jsonError says where in data a decoding error is (line and column), briefly.
 func jsonError(data []byte, err error) error {
-	var off int64 = -1
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		off = se.Offset
-	case errors.As(err, &te):
-		off = te.Offset
-	}
-	if off < 0 || off >= int64(len(bytes.TrimRight(data, " \t\r\n"))) { // unknown, or the end
+	off, ok := jsonpos.Offset(err)
+	if !ok || off >= int64(len(bytes.TrimRight(data, " \t\r\n"))) { // unknown, or the end
 		return err
 	}
-	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
+	line, col := jsonpos.LineCol(data, off)
 	return fmt.Errorf("line %d column %d: %w", line, col-1, err)
 }
 

@@ -6,6 +6,8 @@ package costmodel
 import (
 	"fmt"
 	"math"
+
+	"github.com/moerun/moerun/commbench"
 )
 
 // Link is what a collective sees of the links of its ring: the per-step latency (seconds)
@@ -22,16 +24,17 @@ func (l Link) valid() error {
 	return nil
 }
 
-// Op names a collective as the worker's progress records and commbench do.
-type Op string
+// Op names a collective, as the sweep (commbench) does.
+type Op = commbench.Op
 
+// The collectives, by commbench's names.
 const (
-	AllGather      Op = "all_gather"
-	AllGatherV     Op = "all_gather_v"
-	ReduceScatter  Op = "reduce_scatter"
-	ReduceScatterV Op = "reduce_scatter_v"
-	AllReduce      Op = "all_reduce"
-	Broadcast      Op = "broadcast"
+	AllGather      = commbench.AllGather
+	AllGatherV     = commbench.AllGatherV
+	ReduceScatter  = commbench.ReduceScatter
+	ReduceScatterV = commbench.ReduceScatterV
+	AllReduce      = commbench.AllReduce
+	Broadcast      = commbench.Broadcast
 )
 
 // Time is the predicted time in seconds of one collective over n ranks on link l. bytes is

@@ -59,7 +59,7 @@ func Calibrate(file string, minBytes int64) (*Calibration, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", file, err)
 			}
-			s := costmodel.Sample{Op: costmodel.Op(res.Op), N: res.Ranks, Bytes: float64(res.Size), Seconds: res.TimeUS / 1e6}
+			s := costmodel.Sample{Op: res.Op, N: res.Ranks, Bytes: float64(res.Size), Seconds: res.TimeUS / 1e6}
 			if res.Op == commbench.AllGatherV || res.Op == commbench.ReduceScatterV {
 				for _, c := range commbench.UnevenCounts(res.Count, res.Ranks) {
 					s.Blocks = append(s.Blocks, float64(c*dt.Size()))

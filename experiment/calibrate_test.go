@@ -28,7 +28,7 @@ func TestCalibrate(t *testing.T) {
 					blocks = append(blocks, float64(4*c))
 				}
 			}
-			tm, err := costmodel.Time(costmodel.Op(op), 4, float64(size), blocks, link)
+			tm, err := costmodel.Time(op, 4, float64(size), blocks, link)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/moerun/moerun/internal/jsonpos"
 	"io"
 	"io/fs"
 	"os"
@@ -79,20 +80,14 @@ func Parse(data []byte) (*Topology, error) {
 
 // jsonError adds the line to a syntax or type error (encoding/json gives their byte offset).
 func jsonError(data []byte, err error) error {
-	var off int64
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		off = se.Offset
-	case errors.As(err, &te):
-		off = te.Offset
-	case errors.Is(err, io.EOF):
+	if errors.Is(err, io.EOF) {
 		return errors.New("empty file")
-	default:
+	}
+	off, ok := jsonpos.Offset(err)
+	if !ok {
 		return err
 	}
-	line := 1 + bytes.Count(data[:min(int(off), len(data))], []byte("\n"))
+	line, _ := jsonpos.LineCol(data, off)
 	return fmt.Errorf("line %d: %w", line, err)
 }
 
