@@ -5,8 +5,10 @@ package gpu
 
 import (
 	_ "embed"
+	"encoding/binary"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"unsafe"
 
@@ -35,10 +37,11 @@ type Ops struct {
 	// Libraries names NVRTC and cuBLAS as loaded, for the worker to print once.
 	Libraries string
 	name      string
+	cc        int
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
-	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv", "moe_route_softmax", "moe_gather_v8", "moe_gated_v8", "moe_combine_v8"}
+	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv", "moe_route_softmax", "moe_gather_v8", "moe_gated_v8", "moe_combine_v8", "moe_expert_mma"}
 
 var _ moe.Ops = (*Ops)(nil)
 
@@ -61,7 +64,7 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}, consts: map[string]deviceConst{}}
+	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}, consts: map[string]deviceConst{}, cc: cc}
 	for _, k := range kernels {
 		if o.fn[k], err = mod.Function(k); err != nil {
 			return nil, err
@@ -552,20 +555,134 @@ const (
 	gemvMaxGridY     = 65535
 )
 
-// useGEMV picks the decode GEMM kernel over cuBLAS: tiles of 8 bf16 rows, where the work is
-// streaming each touched expert's weights once and the kernel skips unused tiles on the
-// device; K must be a multiple of 8 (16-byte loads).
+// The tensor-core grouped GEMM's shape (moe_expert_mma: MMA_WARPS warps of MMA_MT·16
+// weight rows, MMA_PASS_ROWS token rows per pass over an expert's weights).
+const (
+	mmaThreads      = 4 * 32
+	mmaRowsPerBlock = 4 * 2 * 16
+	mmaPassRows     = 64
+)
+
+// expertGEMM names the kernel that runs the expert GEMMs of one Experts call.
+type expertGEMM int
+
+const (
+	gemmCUBLAS expertGEMM = iota // one batched cuBLAS GEMM over the tiles (or one per expert)
+	gemmGEMV                     // moe_expert_gemv: 8-row tiles on CUDA cores
+	gemmMMA                      // moe_expert_mma: each expert's rows at once on tensor cores
+)
+
+// chooseGEMM picks the expert GEMM for a plan, element type and the GEMMs' shapes (n×k
+// weights per expert: gate+up then down), hostCounts the per-expert rows when the plan read
+// them back. Decode plans (counts on the device only) take the tensor-core kernel, which
+// reads each touched expert's weights once whatever its rows; exact plans take it while no
+// expert has more than one pass of rows (past that, tensor-core arithmetic, which cuBLAS
+// does better, is the cost). MOERUN_EXPERT_GEMM=cublas|gemv|mma forces one where it
+// applies (for comparisons); MOERUN_GEMV=0 is the older spelling of cublas.
+func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, hostCounts []float32) expertGEMM {
+	mmaOK, gemvOK := o.cc >= 80 && dt == dtype.BFloat16, useGEMV(p, dt, shapes[0][0], shapes[0][1])
+	for _, s := range shapes {
+		mmaOK = mmaOK && s[0]%16 == 0 && s[1]%64 == 0 && s[0] > 0
+		gemvOK = gemvOK && useGEMV(p, dt, s[0], s[1])
+	}
+	switch forceGEMM {
+	case "cublas":
+		return gemmCUBLAS
+	case "gemv":
+		if gemvOK {
+			return gemmGEMV
+		}
+		return gemmCUBLAS
+	case "mma":
+		if mmaOK {
+			return gemmMMA
+		}
+		return gemmCUBLAS
+	}
+	if !mmaOK {
+		if gemvOK {
+			return gemmGEMV
+		}
+		return gemmCUBLAS
+	}
+	if hostCounts == nil {
+		return gemmMMA
+	}
+	for _, c := range hostCounts {
+		if int(c) > mmaPassRows {
+			return gemmCUBLAS
+		}
+	}
+	return gemmMMA
+}
+
+// bucket is one batched GEMM of an exact plan: experts of the same padded rows, one
+// pointer-array entry each (ptrs: its first entry in the first of 6 arrays, stride apart).
+type bucket struct {
+	rows, experts, first int
+	ptrs, stride         uintptr
+}
+
+// bucketExperts groups the experts with rows by their padded rows (a multiple of R: their
+// tiles, laid out expert-major) so that each group is one batched GEMM of that many rows:
+// a whole expert per batch entry, where tiles of R rows would make cuBLAS read the
+// expert's weights once per tile and run small GEMMs (GROUPED-GEMM.md, table B: one call
+// per distinct padded size reaches 557–588 TFLOP/s). It returns the buckets by rows and
+// the 6 pointer arrays (gate+up weights, inputs, outputs; down weights, inputs, outputs),
+// each with one 8-byte address per expert in bucket order: bases[i] plus per[i] times the
+// expert's index (weights) or its first row (the others).
+func bucketExperts(counts []float32, r int, bases, per [6]uint64) ([]bucket, []byte) {
+	type expert struct{ e, tiles, firstRow int }
+	var es []expert
+	first := 0
+	for e, c := range counts {
+		tiles := (int(c) + r - 1) / r
+		if tiles > 0 {
+			es = append(es, expert{e, tiles, first * r})
+		}
+		first += tiles
+	}
+	sort.SliceStable(es, func(i, j int) bool { return es[i].tiles < es[j].tiles })
+	arrays := make([]byte, 6*8*len(es))
+	var buckets []bucket
+	for i, x := range es {
+		if len(buckets) == 0 || buckets[len(buckets)-1].rows != x.tiles*r {
+			buckets = append(buckets, bucket{rows: x.tiles * r, first: i})
+		}
+		buckets[len(buckets)-1].experts++
+		for a := range 6 {
+			unit := uint64(x.firstRow)
+			if a == 0 || a == 3 {
+				unit = uint64(x.e)
+			}
+			binary.LittleEndian.PutUint64(arrays[(a*len(es)+i)*8:], bases[a]+unit*per[a])
+		}
+	}
+	return buckets, arrays
+}
+
+// disableBuckets runs exact plans as one batched GEMM over R-row tiles
+// (MOERUN_BUCKETS=0: for comparisons).
+var disableBuckets = os.Getenv("MOERUN_BUCKETS") == "0"
+
+// forceGEMM is MOERUN_EXPERT_GEMM ("" chooses by size).
+var forceGEMM = func() string {
+	if os.Getenv("MOERUN_GEMV") == "0" {
+		return "cublas"
+	}
+	return os.Getenv("MOERUN_EXPERT_GEMM")
+}()
+
+// useGEMV says whether the GEMV kernel can run a plan: tiles of 8 bf16 rows, K a multiple
+// of 8 (16-byte loads).
 func useGEMV(p tilePlan, dt dtype.DType, n, k int) bool {
-	return !disableGEMV && p.R == gemvTileRows && dt == dtype.BFloat16 && k%8 == 0 && k > 0 &&
+	return p.R == gemvTileRows && dt == dtype.BFloat16 && k%8 == 0 && k > 0 &&
 		(n+gemvRowsPerBlock-1)/gemvRowsPerBlock <= gemvMaxGridY
 }
 
 // disableFastRoute routes every kind with moe_route, one thread per token
 // (MOERUN_FAST_ROUTE=0: for comparisons).
 var disableFastRoute = os.Getenv("MOERUN_FAST_ROUTE") == "0"
-
-// disableGEMV runs cuBLAS at decode sizes too (MOERUN_GEMV=0: for comparisons).
-var disableGEMV = os.Getenv("MOERUN_GEMV") == "0"
 
 // expertMode forces the expert GEMM plan in tests: 0 chooses by size, 1 never reads the
 // tile count back (decode), 2 always does (exact).
@@ -696,14 +813,50 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		return err
 	}
 	arr := func(i int) uintptr { return ptrs.Buf.Ptr() + uintptr(i*plan.MaxTiles*8) }
+	kind := o.chooseGEMM(plan, dt, [2][2]int{{2 * inter, hd}, {hd, inter}}, hostCounts)
+	var buckets []bucket
+	if kind == gemmCUBLAS && hostCounts != nil && w.Local > loopMaxExperts && !disableBuckets {
+		bases := [6]uint64{uint64(w.W13.Buf.Ptr()), uint64(xg.Buf.Ptr()), uint64(h.Buf.Ptr()), uint64(w.W2.Buf.Ptr()), uint64(a.Buf.Ptr()), uint64(y.Buf.Ptr())}
+		per := [6]uint64{uint64(2*inter*hd) * esz, uint64(hd) * esz, uint64(2*inter) * esz, uint64(hd*inter) * esz, uint64(inter) * esz, uint64(hd) * esz}
+		var arrays []byte
+		buckets, arrays = bucketExperts(hostCounts, plan.R, bases, per)
+		bp, err := o.buffer("experts.bucketptrs", dtype.Int32, 1, len(arrays)/4)
+		if err != nil {
+			return err
+		}
+		if err := o.stream.CopyHtoD(bp.Buf.Ptr(), arrays); err != nil {
+			return err
+		}
+		// arrays is Go memory the copy reads from: wait until it is read (exact plans have
+		// synchronised once already; this is the second and last wait of the pass).
+		if err := o.stream.Synchronize(); err != nil {
+			return err
+		}
+		for i := range buckets {
+			buckets[i].ptrs = bp.Buf.Ptr() + uintptr(buckets[i].first*8)
+			buckets[i].stride = uintptr(len(arrays) / 6)
+		}
+	}
 	// gemm runs out = in · Wᵀ for every tile (weights w: the experts' blocks; arrays i0:
 	// the pointer arrays of weights, inputs, outputs).
 	gemm := func(in, wt, outT moe.Tensor, i0 int) error {
 		n, k := outT.Cols, in.Cols
-		if hostCounts != nil && w.Local <= loopMaxExperts {
+		switch {
+		case kind == gemmMMA:
+			grid := [3]uint32{uint32((n + mmaRowsPerBlock - 1) / mmaRowsPerBlock), uint32(w.Local), 1}
+			return o.fn["moe_expert_mma"].Launch(o.stream, grid, [3]uint32{mmaThreads, 1, 1}, 0,
+				wt.Buf.Ptr(), int64(n*k), in.Buf.Ptr(), outT.Buf.Ptr(), counts.Buf.Ptr(), cursor.Buf.Ptr(), n, k)
+		case hostCounts != nil && w.Local <= loopMaxExperts:
 			return o.perExpert(hostCounts, plan.R, in, wt, outT)
-		}
-		if useGEMV(plan, dt, n, k) {
+		case buckets != nil:
+			for _, b := range buckets {
+				at := func(i int) uintptr { return b.ptrs + uintptr(i)*b.stride }
+				if err := o.blas.BatchedMatmulNT(b.rows, n, k, 1, at(i0+1), dt, at(i0), dt, 0, at(i0+2), dt, b.experts); err != nil {
+					return err
+				}
+			}
+			return nil
+		case kind == gemmGEMV:
 			grid := [3]uint32{uint32(tiles), uint32((n + gemvRowsPerBlock - 1) / gemvRowsPerBlock), 1}
 			return o.fn["moe_expert_gemv"].Launch(o.stream, grid, [3]uint32{gemvThreads, 1, 1}, 0,
 				arr(i0), arr(i0+1), arr(i0+2), used.Buf.Ptr(), tileRows.Buf.Ptr(), n, k)

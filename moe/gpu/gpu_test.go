@@ -198,12 +198,19 @@ func TestRouteMatchesCPU(t *testing.T) {
 	}
 }
 
-// The grouped experts against the CPU device: maps with experts elsewhere, the router
-// weight on the input, both element types, an empty batch.
-func TestExpertsMatchCPU(t *testing.T) {
-	o := device(t)
-	c := cpu.New()
-	r := rand.New(rand.NewPCG(5, 6))
+// expertCase is one Experts call: n rows of top-k over local experts of inter×h (emap:
+// the global→local map, nil for all local), the router weight on the input or output.
+type expertCase struct {
+	n, k, local, inter, h int
+	emap                  []int32
+	onInput               bool
+	dt                    dtype.DType
+}
+
+// checkExperts runs one case on the GPU and the CPU with the same random inputs and
+// compares the outputs (onlyExperts01: route every slot to global experts 0 and 1).
+func checkExperts(t *testing.T, o *Ops, c *cpu.Ops, r *rand.Rand, tc expertCase, onlyExperts01 bool, what string) {
+	t.Helper()
 	rnd := func(n int, s float64) []float32 {
 		v := make([]float32, n)
 		for i := range v {
@@ -211,12 +218,51 @@ func TestExpertsMatchCPU(t *testing.T) {
 		}
 		return v
 	}
-	cases := []struct {
-		n, k, local, inter, h int
-		emap                  []int32
-		onInput               bool
-		dt                    dtype.DType
-	}{
+	global := tc.local
+	if tc.emap != nil {
+		global = len(tc.emap)
+	}
+	x := both(t, o, c, tc.dt, tc.n, tc.h, rnd(tc.n*tc.h, 1))
+	wv, idv := make([]float32, tc.n*tc.k), make([]float32, tc.n*tc.k)
+	for tk := 0; tk < tc.n; tk++ {
+		p := r.Perm(global)
+		for j := 0; j < tc.k; j++ {
+			wv[tk*tc.k+j], idv[tk*tc.k+j] = float32(r.Float64()), float32(p[j])
+		}
+	}
+	if onlyExperts01 {
+		for q := range idv {
+			idv[q] = float32(q % 2)
+		}
+	}
+	w := both(t, o, c, dtype.Float32, tc.n, tc.k, wv)
+	ids := both(t, o, c, dtype.Int32, tc.n, tc.k, idv)
+	w13 := both(t, o, c, tc.dt, tc.local*2*tc.inter, tc.h, rnd(tc.local*2*tc.inter*tc.h, 1/math.Sqrt(float64(tc.h))))
+	w2 := both(t, o, c, tc.dt, tc.local*tc.h, tc.inter, rnd(tc.local*tc.h*tc.inter, 1/math.Sqrt(float64(tc.inter))))
+	out := both(t, o, c, tc.dt, tc.n, tc.h, nil)
+	ew := &moe.ExpertWeights{Local: tc.local, I: tc.inter, H: tc.h, W13: w13.g, W2: w2.g}
+	if err := o.Experts(x.g, w.g, ids.g, ew, tc.emap, moe.SiLU, tc.onInput, out.g); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	ec := *ew
+	ec.W13, ec.W2 = w13.c, w2.c
+	if err := c.Experts(x.c, w.c, ids.c, &ec, tc.emap, moe.SiLU, tc.onInput, out.c); err != nil {
+		t.Fatalf("%s (cpu): %v", what, err)
+	}
+	tol := 1e-4
+	if tc.dt == dtype.BFloat16 {
+		tol = 3e-2
+	}
+	compare(t, what, o, c, out, tol)
+}
+
+// The grouped experts against the CPU device: maps with experts elsewhere, the router
+// weight on the input, both element types, an empty batch.
+func TestExpertsMatchCPU(t *testing.T) {
+	o := device(t)
+	c := cpu.New()
+	r := rand.New(rand.NewPCG(5, 6))
+	cases := []expertCase{
 		{33, 2, 4, 24, 40, nil, false, dtype.Float32},
 		{17, 3, 2, 16, 32, []int32{-1, 0, -1, 1, -1}, false, dtype.Float32},
 		{40, 2, 8, 64, 96, nil, false, dtype.BFloat16},
@@ -240,42 +286,40 @@ func TestExpertsMatchCPU(t *testing.T) {
 	for m := range 3 * len(cases) {
 		i, tc := m%len(cases), cases[m%len(cases)]
 		expertMode = m / len(cases) // every case under each plan: by size, decode, exact
-		global := tc.local
-		if tc.emap != nil {
-			global = len(tc.emap)
-		}
-		x := both(t, o, c, tc.dt, tc.n, tc.h, rnd(tc.n*tc.h, 1))
-		wv, idv := make([]float32, tc.n*tc.k), make([]float32, tc.n*tc.k)
-		for tk := 0; tk < tc.n; tk++ {
-			p := r.Perm(global)
-			for j := 0; j < tc.k; j++ {
-				wv[tk*tc.k+j], idv[tk*tc.k+j] = float32(r.Float64()), float32(p[j])
+		checkExperts(t, o, c, r, tc, i == 5, fmt.Sprintf("experts case %d mode %d", i, expertMode))
+	}
+}
+
+// Each expert GEMM kernel on shapes the tensor-core kernel takes (K a multiple of 64),
+// under both plans: few and many rows per expert, more rows than one pass (64), weight
+// rows not filling a block, one K chunk, experts elsewhere and experts with no rows.
+func TestExpertGEMMKernels(t *testing.T) {
+	o := device(t)
+	c := cpu.New()
+	r := rand.New(rand.NewPCG(9, 10))
+	cases := []expertCase{
+		{6, 8, 64, 64, 128, nil, false, dtype.BFloat16},
+		{40, 4, 4, 96, 192, nil, false, dtype.BFloat16},
+		{150, 2, 2, 32, 64, nil, false, dtype.BFloat16},
+		{3, 2, 8, 544, 320, nil, false, dtype.BFloat16},
+		{20, 1, 3, 64, 64, nil, true, dtype.BFloat16},
+		{70, 8, 16, 64, 256, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
+	}
+	defer func() { expertMode, forceGEMM = 0, "" }()
+	for _, kind := range []string{"mma", "gemv", "cublas"} {
+		forceGEMM = kind
+		for mode := 1; mode <= 2; mode++ {
+			expertMode = mode
+			for i, tc := range cases {
+				if kind == "mma" {
+					p := planTiles(tc.n, tc.k, tc.local)
+					if got := o.chooseGEMM(p, tc.dt, [2][2]int{{2 * tc.inter, tc.h}, {tc.h, tc.inter}}, nil); got != gemmMMA {
+						t.Fatalf("case %d: MOERUN_EXPERT_GEMM=mma chose %d", i, got)
+					}
+				}
+				checkExperts(t, o, c, r, tc, false, fmt.Sprintf("%s case %d mode %d", kind, i, mode))
 			}
 		}
-		if i == 5 {
-			for q := range idv {
-				idv[q] = float32(q % 2) // only experts 0 and 1, which live elsewhere
-			}
-		}
-		w := both(t, o, c, dtype.Float32, tc.n, tc.k, wv)
-		ids := both(t, o, c, dtype.Int32, tc.n, tc.k, idv)
-		w13 := both(t, o, c, tc.dt, tc.local*2*tc.inter, tc.h, rnd(tc.local*2*tc.inter*tc.h, 1/math.Sqrt(float64(tc.h))))
-		w2 := both(t, o, c, tc.dt, tc.local*tc.h, tc.inter, rnd(tc.local*tc.h*tc.inter, 1/math.Sqrt(float64(tc.inter))))
-		out := both(t, o, c, tc.dt, tc.n, tc.h, nil)
-		ew := &moe.ExpertWeights{Local: tc.local, I: tc.inter, H: tc.h, W13: w13.g, W2: w2.g}
-		if err := o.Experts(x.g, w.g, ids.g, ew, tc.emap, moe.SiLU, tc.onInput, out.g); err != nil {
-			t.Fatalf("case %d, mode %d: %v", i, expertMode, err)
-		}
-		ec := *ew
-		ec.W13, ec.W2 = w13.c, w2.c
-		if err := c.Experts(x.c, w.c, ids.c, &ec, tc.emap, moe.SiLU, tc.onInput, out.c); err != nil {
-			t.Fatalf("case %d (cpu): %v", i, err)
-		}
-		tol := 1e-4
-		if tc.dt == dtype.BFloat16 {
-			tol = 3e-2
-		}
-		compare(t, fmt.Sprintf("experts case %d mode %d", i, expertMode), o, c, out, tol)
 	}
 }
 
@@ -296,7 +340,7 @@ func TestDecodeGraphReplay(t *testing.T) {
 		}
 		return v
 	}
-	const n, experts, local, inter, h = 6, 64, 32, 32, 64
+	const n, experts, local, inter, h = 6, 64, 32, 64, 64 // the tensor-core kernel's shapes
 	cfg := router.Config{NumExperts: experts, TopK: 8, Renormalize: true}
 	emap := make([]int32, experts)
 	for e := range emap {

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"testing"
 
@@ -98,6 +99,81 @@ func TestUseGEMV(t *testing.T) {
 	} {
 		if got := useGEMV(c.p, c.dt, c.n, c.k); got != c.want {
 			t.Errorf("%+v: useGEMV %v, want %v", c, got, c.want)
+		}
+	}
+}
+
+// The expert GEMM by plan and shape: decode plans take the tensor-core kernel where its
+// shapes fit (else the GEMV kernel on 8-row tiles, else cuBLAS), exact plans only while
+// every expert fits one pass; older devices and float32 never take it.
+func TestChooseGEMM(t *testing.T) {
+	defer func() { forceGEMM = "" }()
+	hopper, volta := &Ops{cc: 90}, &Ops{cc: 70}
+	ds := [2][2]int{{4096, 7168}, {7168, 2048}} // deepseek-v3: gate+up, down
+	odd := [2][2]int{{64, 40}, {40, 32}}        // K not a multiple of 64
+	p8, p32 := tilePlan{R: 8, MaxTiles: 64}, tilePlan{R: 32, MaxTiles: 64}
+	exact := tilePlan{R: 128, MaxTiles: 64, Exact: true}
+	for _, c := range []struct {
+		o      *Ops
+		force  string
+		p      tilePlan
+		dt     dtype.DType
+		shapes [2][2]int
+		counts []float32
+		want   expertGEMM
+	}{
+		{hopper, "", p8, dtype.BFloat16, ds, nil, gemmMMA},
+		{hopper, "", p32, dtype.BFloat16, ds, nil, gemmMMA},
+		{hopper, "", p8, dtype.BFloat16, odd, nil, gemmGEMV},
+		{hopper, "", p32, dtype.BFloat16, odd, nil, gemmCUBLAS},
+		{hopper, "", p8, dtype.Float32, ds, nil, gemmCUBLAS},
+		{volta, "", p8, dtype.BFloat16, ds, nil, gemmGEMV},
+		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 64, 0}, gemmMMA},
+		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 65, 0}, gemmCUBLAS},
+		{hopper, "cublas", p8, dtype.BFloat16, ds, nil, gemmCUBLAS},
+		{hopper, "gemv", p8, dtype.BFloat16, ds, nil, gemmGEMV},
+		{hopper, "gemv", p32, dtype.BFloat16, ds, nil, gemmCUBLAS},
+		{hopper, "mma", exact, dtype.BFloat16, ds, []float32{300}, gemmMMA},
+		{hopper, "mma", p8, dtype.BFloat16, odd, nil, gemmCUBLAS},
+	} {
+		forceGEMM = c.force
+		if got := c.o.chooseGEMM(c.p, c.dt, c.shapes, c.counts); got != c.want {
+			t.Errorf("cc %d, force %q, plan %+v, %v, shapes %v, counts %v: got %d, want %d", c.o.cc, c.force, c.p, c.dt, c.shapes, c.counts, got, c.want)
+		}
+	}
+}
+
+// Buckets by padded rows, each expert's addresses from its index (weights) or first row.
+func TestBucketExperts(t *testing.T) {
+	// R = 64: experts 0..4 have 100, 0, 64, 130, 1 rows → tiles 2, 0, 1, 3, 1, first rows
+	// 0, -, 128, 192, 384.
+	counts := []float32{100, 0, 64, 130, 1}
+	bases := [6]uint64{1 << 40, 2 << 40, 3 << 40, 4 << 40, 5 << 40, 6 << 40}
+	per := [6]uint64{1000, 10, 20, 2000, 30, 40}
+	buckets, arrays := bucketExperts(counts, 64, bases, per)
+	want := []bucket{{rows: 64, experts: 2, first: 0}, {rows: 128, experts: 1, first: 2}, {rows: 192, experts: 1, first: 3}}
+	if len(buckets) != len(want) {
+		t.Fatalf("buckets %+v, want %+v", buckets, want)
+	}
+	for i := range want {
+		if buckets[i] != want[i] {
+			t.Errorf("bucket %d: %+v, want %+v", i, buckets[i], want[i])
+		}
+	}
+	order := []struct{ e, firstRow uint64 }{{2, 128}, {4, 384}, {0, 0}, {3, 192}} // by tiles, stable
+	if len(arrays) != 6*8*len(order) {
+		t.Fatalf("%d bytes of arrays, want %d", len(arrays), 6*8*len(order))
+	}
+	for a := range 6 {
+		for i, x := range order {
+			unit := x.firstRow
+			if a == 0 || a == 3 {
+				unit = x.e
+			}
+			got := binary.LittleEndian.Uint64(arrays[(a*len(order)+i)*8:])
+			if w := bases[a] + unit*per[a]; got != w {
+				t.Errorf("array %d entry %d: %#x, want %#x", a, i, got, w)
+			}
 		}
 	}
 }
