@@ -37,32 +37,50 @@ start_job() { # start_job ARGS…: the launcher's pid in $L, its workers in $W (
   sleep "${SETTLE_S:-1}" # let them join and start the work (GPU: weights and warm-up take longer)
 }
 rows=()
+# gpu_free: on the nccl backend, wait until no process holds the GPUs (nvidia-smi), at most
+# 10 s; print the time, or "held" when some still do.
+gpu_free() {
+  [ "$backend" = nccl ] || return 0
+  for _ in $(seq 1000); do
+    [ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ] && { now; return; }
+    sleep 0.01
+  done
+  echo held
+}
+# ms_gpu FROM: the time from FROM until the GPUs were free, as " (GPUs free after N ms)".
+ms_gpu() {
+  [ "$backend" = nccl ] || return 0
+  local f; f=$(gpu_free)
+  if [ "$f" = held ]; then echo " (GPUs still held 10 s later)"; else echo " (GPUs free after $(ms $1 $f) ms)"; fi
+}
 last=$((np - 1)) # the rank every fault hits (pgrep lists the workers in spawn order)
 row() { rows+=("$1|$2|$3|$4"); }
 
 start_job bin/launch -np $np "${long[@]}"
 t0=$(now); kill -KILL ${W[$last]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
-row "a worker is killed (SIGKILL to the last rank's process)" "launcher reports that rank first, exits $code" "$(ms $t0 $t1)" "$code"
+row "a worker is killed (SIGKILL to the last rank's process)" "launcher reports that rank first, exits $code" "$(ms $t0 $t1)$(ms_gpu $t0)" "$code"
 
 start_job env MOERUN_TEST_EXIT=$last:3:7 bin/launch -np $np "${long[@]}"
 wait $L && code=0 || code=$?
+gpu_free >/dev/null
 row "a worker exits with status 7 (MOERUN_TEST_EXIT=$last:3:7)" "launcher exits $code with rank $last's code" "-" "$code"
 
 start_job bin/launch -np $np --timeout 3s "${long[@]}"
 t0=$(now); kill -STOP ${W[$last]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
-row "a worker is stopped (SIGSTOP), --timeout 3s" "hang diagnosed (no heartbeat), job stopped, exit $code" "$(ms $t0 $t1)" "$code"
+row "a worker is stopped (SIGSTOP), --timeout 3s" "hang diagnosed (no heartbeat), job stopped, exit $code" "$(ms $t0 $t1)$(ms_gpu $t0)" "$code"
 
+t0=$(now)
 start_job env MOERUN_TEST_HANG=$last:4 bin/launch -np $np --timeout 3s "${long[@]}"
-t0=$(now); wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
-row "a worker never enters collective #4, --timeout 3s" "who waits in #4 and who never entered it, exit $code" "$(ms $t0 $t1) (from 1 s after the start)" "$code"
+wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
+row "a worker never enters collective #4, --timeout 3s" "who waits in #4 and who never entered it, exit $code" "$(ms $t0 $t1) (from the launch: start-up + 3 s)$(ms_gpu $t0)" "$code"
 
 start_job bin/launch -np $np "${long[@]}"
 t0=$(now); kill -INT $L; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")
-row "SIGINT to the launcher" "forwarded as SIGTERM, exit $code" "$(ms $t0 $t1)" "$code"
+row "SIGINT to the launcher" "forwarded as SIGTERM, exit $code" "$(ms $t0 $t1)$(ms_gpu $t0)" "$code"
 
 start_job bin/launch -np $np "${long[@]}"
 t0=$(now); kill -KILL $L; wait $L 2>/dev/null || true; t1=$(gone $L "${W[@]}")
-row "SIGKILL to the launcher" "workers die with it (parent-death signal)" "$(ms $t0 $t1)" "137"
+row "SIGKILL to the launcher" "workers die with it (parent-death signal)" "$(ms $t0 $t1)$(ms_gpu $t0)" "137"
 rm -f /tmp/faults.$$.log
 if [ "$backend" = nccl ]; then
   left=$(nvidia-smi --query-compute-apps=pid --format=csv,noheader | wc -l)

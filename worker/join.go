@@ -112,6 +112,11 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opt
 			j.groups[kind] = j.progress.wrap(comm.Alias(world), groupOf(kind))
 			continue
 		}
+		if singletons(p.Layout.Groups(kind)) {
+			// Every rank alone (every rank decides alike, as above): no split.
+			j.groups[kind] = j.progress.wrap(comm.Self(world), groupOf(kind))
+			continue
+		}
 		color, key := p.Layout.GroupOf(kind, p.Rank)
 		g, err := j.World.Split(wctx, color, key)
 		if err != nil {
@@ -139,6 +144,16 @@ func isWorld(groups [][]int, world int) bool {
 		}
 	}
 	return true
+}
+
+// singletons reports whether every group has one rank.
+func singletons(groups [][]int) bool {
+	for _, g := range groups {
+		if len(g) != 1 {
+			return false
+		}
+	}
+	return len(groups) > 0
 }
 
 func (j *Job) connectStore(ctx context.Context, logger *slog.Logger) error {

@@ -12,7 +12,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	release := worker.ExitIfStuck(ctx, os.Stderr)
 	code := worker.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	release()
 	stop()
 	os.Exit(code)
 }

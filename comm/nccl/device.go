@@ -96,6 +96,17 @@ func (m *memory) Download(dst, src comm.Buffer) error {
 
 func (m *memory) Sync(ctx context.Context) error { return (*Comm)(m).Sync(ctx) }
 
+// CopyDevice enqueues a copy between two device buffers on the stream (comm.Self's
+// collectives of one rank).
+func (m *memory) CopyDevice(dst, src comm.Buffer) error {
+	if dst.Bytes() != src.Bytes() || !dst.OnDevice() || !src.OnDevice() {
+		return fmt.Errorf("nccl: device copy of %v into %v", src, dst)
+	}
+	return m.dev.stream.CopyDtoD(dst.Ptr(), src.Ptr(), dst.Bytes())
+}
+
+var _ comm.DeviceCopier = (*memory)(nil)
+
 // CUDA is the GPU and the stream of this communicator, for compute that must run in order
 // with its collectives.
 func (c *Comm) CUDA() (*cuda.Device, *cuda.Stream) { return c.dev.gpu, c.dev.stream }
