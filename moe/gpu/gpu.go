@@ -38,10 +38,12 @@ type Ops struct {
 	Libraries string
 	name      string
 	cc        int
+	mma       mmaKernel
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
-	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv", "moe_route_softmax", "moe_gather_v8", "moe_gated_v8", "moe_combine_v8", "moe_expert_mma"}
+	"moe_expert_count", "moe_expert_plan", "moe_expert_scatter", "moe_gather", "moe_combine", "moe_expert_gemv", "moe_route_softmax", "moe_gather_v8", "moe_gated_v8", "moe_combine_v8",
+	"moe_expert_mma", "moe_expert_mma_m2", "moe_expert_mma_m2h", "moe_expert_mma_nohint"}
 
 var _ moe.Ops = (*Ops)(nil)
 
@@ -64,7 +66,11 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}, consts: map[string]deviceConst{}, cc: cc}
+	mma, ok := mmaKernels[os.Getenv("MOERUN_MMA_VARIANT")]
+	if !ok {
+		return nil, fmt.Errorf("gpu: MOERUN_MMA_VARIANT=%s: expected m2, m2h, nohint or nothing", os.Getenv("MOERUN_MMA_VARIANT"))
+	}
+	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}, consts: map[string]deviceConst{}, cc: cc, mma: mma}
 	for _, k := range kernels {
 		if o.fn[k], err = mod.Function(k); err != nil {
 			return nil, err
@@ -555,13 +561,29 @@ const (
 	gemvMaxGridY     = 65535
 )
 
-// The tensor-core grouped GEMM's shape (moe_expert_mma: MMA_WARPS warps of MMA_MT·16
-// weight rows, MMA_PASS_ROWS token rows per pass over an expert's weights).
-const (
-	mmaThreads      = 4 * 32
-	mmaRowsPerBlock = 4 * 2 * 16
-	mmaPassRows     = 64
-)
+// The tensor-core grouped GEMM's block: MMA_WARPS warps.
+const mmaThreads = 4 * 32
+
+// mmaKernel is one variant of the tensor-core kernel: MT·16 weight rows per warp (4 warps
+// a block), chunks of P·32 columns (K must be a multiple), with or without the L2 hint.
+type mmaKernel struct {
+	fn                      string
+	rowsPerBlock, kMultiple int
+}
+
+// mmaKernels by MOERUN_MMA_VARIANT (for comparisons; docs/DECISIONS.md has the numbers).
+var mmaKernels = map[string]mmaKernel{
+	"":       {"moe_expert_mma", 4 * 1 * 16, 128},        // MT 1, P 4, L2::256B
+	"m2":     {"moe_expert_mma_m2", 4 * 2 * 16, 64},      // MT 2, P 2
+	"m2h":    {"moe_expert_mma_m2h", 4 * 2 * 16, 64},     // MT 2, P 2, L2::256B
+	"nohint": {"moe_expert_mma_nohint", 4 * 1 * 16, 128}, // MT 1, P 4
+}
+
+// mmaMaxRows: up to this many rows per expert the tensor-core kernel beats cuBLAS (one
+// H100, mixtral at 16 and 32 rows per expert: 0.98 and 1.12 ms against 1.11 and 1.24;
+// at 64 rows cuBLAS wins, 1.26 against 1.48 ms). Plans of larger tiles, and exact plans
+// with a larger expert, go to cuBLAS.
+const mmaMaxRows = 32
 
 // expertGEMM names the kernel that runs the expert GEMMs of one Experts call.
 type expertGEMM int
@@ -574,15 +596,15 @@ const (
 
 // chooseGEMM picks the expert GEMM for a plan, element type and the GEMMs' shapes (n×k
 // weights per expert: gate+up then down), hostCounts the per-expert rows when the plan read
-// them back. Decode plans (counts on the device only) take the tensor-core kernel, which
-// reads each touched expert's weights once whatever its rows; exact plans take it while no
-// expert has more than one pass of rows (past that, tensor-core arithmetic, which cuBLAS
-// does better, is the cost). MOERUN_EXPERT_GEMM=cublas|gemv|mma forces one where it
+// them back. Decode plans (counts on the device only) of tiles up to mmaMaxRows take the
+// tensor-core kernel, which reads each touched expert's weights once whatever its rows;
+// exact plans take it while no expert has more than mmaMaxRows rows (past that,
+// tensor-core arithmetic, which cuBLAS does better, is the cost). MOERUN_EXPERT_GEMM=cublas|gemv|mma forces one where it
 // applies (for comparisons); MOERUN_GEMV=0 is the older spelling of cublas.
 func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, hostCounts []float32) expertGEMM {
 	mmaOK, gemvOK := o.cc >= 80 && dt == dtype.BFloat16, useGEMV(p, dt, shapes[0][0], shapes[0][1])
 	for _, s := range shapes {
-		mmaOK = mmaOK && s[0]%16 == 0 && s[1]%64 == 0 && s[0] > 0
+		mmaOK = mmaOK && s[0]%16 == 0 && s[1]%o.mma.kMultiple == 0 && s[0] > 0
 		gemvOK = gemvOK && useGEMV(p, dt, s[0], s[1])
 	}
 	switch forceGEMM {
@@ -606,10 +628,13 @@ func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, hostCount
 		return gemmCUBLAS
 	}
 	if hostCounts == nil {
+		if p.R > mmaMaxRows {
+			return gemmCUBLAS
+		}
 		return gemmMMA
 	}
 	for _, c := range hostCounts {
-		if int(c) > mmaPassRows {
+		if int(c) > mmaMaxRows {
 			return gemmCUBLAS
 		}
 	}
@@ -843,8 +868,8 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		n, k := outT.Cols, in.Cols
 		switch {
 		case kind == gemmMMA:
-			grid := [3]uint32{uint32((n + mmaRowsPerBlock - 1) / mmaRowsPerBlock), uint32(w.Local), 1}
-			return o.fn["moe_expert_mma"].Launch(o.stream, grid, [3]uint32{mmaThreads, 1, 1}, 0,
+			grid := [3]uint32{uint32((n + o.mma.rowsPerBlock - 1) / o.mma.rowsPerBlock), uint32(w.Local), 1}
+			return o.fn[o.mma.fn].Launch(o.stream, grid, [3]uint32{mmaThreads, 1, 1}, 0,
 				wt.Buf.Ptr(), int64(n*k), in.Buf.Ptr(), outT.Buf.Ptr(), counts.Buf.Ptr(), cursor.Buf.Ptr(), n, k)
 		case hostCounts != nil && w.Local <= loopMaxExperts:
 			return o.perExpert(hostCounts, plan.R, in, wt, outT)

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/moerun/moerun/cuda"
@@ -290,31 +291,42 @@ func TestExpertsMatchCPU(t *testing.T) {
 	}
 }
 
-// Each expert GEMM kernel on shapes the tensor-core kernel takes (K a multiple of 64),
-// under both plans: few and many rows per expert, more rows than one pass (64), weight
-// rows not filling a block, one K chunk, experts elsewhere and experts with no rows.
+// Each expert GEMM kernel (and each variant of the tensor-core one) on shapes the
+// tensor-core kernel takes, under both plans: few and many rows per expert, more rows than
+// one pass (64), one K chunk, experts elsewhere and experts with no rows.
 func TestExpertGEMMKernels(t *testing.T) {
 	o := device(t)
 	c := cpu.New()
 	r := rand.New(rand.NewPCG(9, 10))
 	cases := []expertCase{
 		{6, 8, 64, 64, 128, nil, false, dtype.BFloat16},
-		{40, 4, 4, 96, 192, nil, false, dtype.BFloat16},
-		{150, 2, 2, 32, 64, nil, false, dtype.BFloat16},
-		{3, 2, 8, 544, 320, nil, false, dtype.BFloat16},
+		{40, 4, 4, 128, 256, nil, false, dtype.BFloat16},
+		{150, 2, 2, 128, 128, nil, false, dtype.BFloat16},
+		{3, 2, 8, 640, 384, nil, false, dtype.BFloat16},
 		{20, 1, 3, 64, 64, nil, true, dtype.BFloat16},
-		{70, 8, 16, 64, 256, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
+		{70, 8, 16, 128, 256, []int32{0, -1, 1, 2, -1, 3, 4, 5, 6, 7, -1, 8, 9, 10, 11, 12, 13, -1, 14, 15}, false, dtype.BFloat16},
 	}
-	defer func() { expertMode, forceGEMM = 0, "" }()
-	for _, kind := range []string{"mma", "gemv", "cublas"} {
-		forceGEMM = kind
+	chosen := o.mma
+	defer func() { expertMode, forceGEMM, o.mma = 0, "", chosen }()
+	kinds := []string{"gemv", "cublas"}
+	for v := range mmaKernels {
+		kinds = append(kinds, "mma"+v)
+	}
+	for _, kind := range kinds {
+		forceGEMM, o.mma = kind, chosen
+		if v, ok := strings.CutPrefix(kind, "mma"); ok {
+			forceGEMM, o.mma = "mma", mmaKernels[v]
+		}
 		for mode := 1; mode <= 2; mode++ {
 			expertMode = mode
 			for i, tc := range cases {
-				if kind == "mma" {
-					p := planTiles(tc.n, tc.k, tc.local)
-					if got := o.chooseGEMM(p, tc.dt, [2][2]int{{2 * tc.inter, tc.h}, {tc.h, tc.inter}}, nil); got != gemmMMA {
-						t.Fatalf("case %d: MOERUN_EXPERT_GEMM=mma chose %d", i, got)
+				shapes := [2][2]int{{2 * tc.inter, tc.h}, {tc.h, tc.inter}}
+				if forceGEMM == "mma" {
+					if tc.h%o.mma.kMultiple != 0 || tc.inter%o.mma.kMultiple != 0 {
+						continue // not this variant's shapes
+					}
+					if got := o.chooseGEMM(planTiles(tc.n, tc.k, tc.local), tc.dt, shapes, nil); got != gemmMMA {
+						t.Fatalf("%s case %d: MOERUN_EXPERT_GEMM=mma chose %d", kind, i, got)
 					}
 				}
 				checkExperts(t, o, c, r, tc, false, fmt.Sprintf("%s case %d mode %d", kind, i, mode))

@@ -501,25 +501,31 @@ extern "C" __global__ void moe_combine_v8(const uint4 *y, const int *pos, const 
 // float32 accumulation, bf16 in and out. Each expert's weights are read once however many
 // rows it has (up to MMA_PASS_ROWS per pass; more rows take more passes): the cost is
 // streaming the touched experts' weights, which padded tiles (one read per tile) multiply.
-// A warp owns MMA_MT·16 rows of W and computes Wᵀ-side mma.sync m16n8k16 tiles (weights as
-// the 16-row A operand, 8 token rows as B), so one token row costs as much as eight.
-// K is summed in a lane-friendly order: in each 64-wide chunk a lane holds, for its rows,
-// k = 8t + [0,8) and 32 + 8t + [0,8) (t = lane % 4) in A and B alike, so every operand
-// comes from two 16-byte loads (a full 128-byte line per row and warp), no shuffles or
-// shared memory; the sum is the same, only its order differs. The next chunk's weights
-// are loaded while this one's multiply (double buffering in registers), and weights
-// bypass L1 (read once) while X rows stay there for the block's warps.
-// Grid: x = N-slices of MMA_WARPS·MMA_MT·16 rows, y = local experts. Needs K % 64 == 0,
+// A warp owns MT·16 rows of W and computes mma.sync m16n8k16 tiles with the weights as the
+// 16-row A operand and 8 token rows as B, so one token row costs as much as eight.
+// K is summed in a lane-friendly order: in each chunk of P·32 columns a lane holds, for
+// its rows, k = 32p + 8t + [0,8) for p < P (t = lane % 4) in A and B alike, so every
+// operand comes from 16-byte loads, a warp's loads cover P·64 contiguous bytes of each
+// row, and no shuffles or shared memory are needed; the sum is the same, only its order
+// differs. The next chunk's weights load while this one multiplies (double buffering in
+// registers); weights bypass L1 (read once), optionally asking L2 for 256-byte lines
+// (HINT), while X rows stay in L1 for the block's warps.
+// Grid: x = N-slices of MMA_WARPS·MT·16 rows, y = local experts. Needs K % (P·32) == 0,
 // N % 16 == 0, 16-byte aligned rows, sm_80 or newer.
 #define MMA_WARPS 4
-#define MMA_MT 2
 #define MMA_PASS_ROWS 64
 
+template <bool HINT>
 __device__ __forceinline__ uint4 ld_stream(const unsigned short *p) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
+  if (HINT)
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+  else
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
   return v;
 }
 
@@ -543,104 +549,122 @@ __device__ __forceinline__ void mma_bf16(float *c, u32 a0, u32 a1, u32 a2, u32 a
 #endif
 }
 
-// One 64-wide K chunk of a warp's tile: a[mt][h][p] are the weight pieces (rows
-// n0 + 16·mt + g + 8·h, pieces p = 0, 1 of the lane's k set), x the chunk's first column.
-template <int NT>
-__device__ __forceinline__ void mma_chunk(float (*acc)[NT][4], const uint4 (*a)[2][2], const unsigned short *x,
-                                          int K, int m, int g, int t) {
+template <int MT, int P, bool HINT>
+struct MMA {
+  // One chunk of a warp's tile: a[mt][h][p] are the weight pieces (rows
+  // n0 + 16·mt + g + 8·h), x the chunk's first column.
+  template <int NT>
+  static __device__ __forceinline__ void chunk(float (*acc)[NT][4], const uint4 (*a)[2][P], const unsigned short *x,
+                                               int K, int m, int g, int t) {
 #pragma unroll
-  for (int nt = 0; nt < NT; nt++) {
-    int row = nt * 8 + g;
-    uint4 b[2];
-    b[0].x = b[0].y = b[0].z = b[0].w = 0u;
-    b[1] = b[0];
-    if (row < m) {
-      const unsigned short *xr = x + (long long)row * K + 8 * t;
-      b[0] = __ldg((const uint4 *)xr);
-      b[1] = __ldg((const uint4 *)(xr + 32));
-    }
+    for (int nt = 0; nt < NT; nt++) {
+      int row = nt * 8 + g;
+      uint4 b[P];
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-      u32 b0 = word8(b, 2 * j), b1 = word8(b, 2 * j + 1);
+      for (int p = 0; p < P; p++) b[p].x = b[p].y = b[p].z = b[p].w = 0u;
+      if (row < m) {
+        const unsigned short *xr = x + (long long)row * K + 8 * t;
 #pragma unroll
-      for (int mt = 0; mt < MMA_MT; mt++)
-        mma_bf16(acc[mt][nt], word8(a[mt][0], 2 * j), word8(a[mt][1], 2 * j), word8(a[mt][0], 2 * j + 1),
-                 word8(a[mt][1], 2 * j + 1), b0, b1);
-    }
-  }
-}
-
-__device__ __forceinline__ void mma_load(uint4 (*a)[2][2], const unsigned short *w, int n0, int N, int K, int k0,
-                                         int g, int t) {
+        for (int p = 0; p < P; p++) b[p] = __ldg((const uint4 *)(xr + 32 * p));
+      }
 #pragma unroll
-  for (int mt = 0; mt < MMA_MT; mt++)
+      for (int j = 0; j < 2 * P; j++) {
+        u32 b0 = word8(b, 2 * j), b1 = word8(b, 2 * j + 1);
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      int n = n0 + 16 * mt + 8 * h + g;
-      if (n < N) {
-        const unsigned short *p = w + (long long)n * K + k0 + 8 * t;
-        a[mt][h][0] = ld_stream(p);
-        a[mt][h][1] = ld_stream(p + 32);
-      } else {
-        a[mt][h][0].x = a[mt][h][0].y = a[mt][h][0].z = a[mt][h][0].w = 0u;
-        a[mt][h][1] = a[mt][h][0];
+        for (int mt = 0; mt < MT; mt++)
+          mma_bf16(acc[mt][nt], word8(a[mt][0], 2 * j), word8(a[mt][1], 2 * j), word8(a[mt][0], 2 * j + 1),
+                   word8(a[mt][1], 2 * j + 1), b0, b1);
       }
     }
-}
-
-template <int NT>
-__device__ __forceinline__ void mma_pass(const unsigned short *w, const unsigned short *x, unsigned short *y, int n0,
-                                         int N, int K, int m, int lane) {
-  int g = lane >> 2, t = lane & 3;
-  float acc[MMA_MT][NT][4];
-#pragma unroll
-  for (int mt = 0; mt < MMA_MT; mt++)
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
-  uint4 cur[MMA_MT][2][2], nxt[MMA_MT][2][2];
-  mma_load(cur, w, n0, N, K, 0, g, t);
-  int k0 = 0;
-  for (; k0 + 64 < K; k0 += 64) {
-    mma_load(nxt, w, n0, N, K, k0 + 64, g, t);
-    mma_chunk<NT>(acc, cur, x + k0, K, m, g, t);
-#pragma unroll
-    for (int mt = 0; mt < MMA_MT; mt++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) cur[mt][h][0] = nxt[mt][h][0], cur[mt][h][1] = nxt[mt][h][1];
   }
-  mma_chunk<NT>(acc, cur, x + k0, K, m, g, t);
-  // c0, c1: weight row g, token rows 2t, 2t+1; c2, c3: weight row g + 8.
-#pragma unroll
-  for (int mt = 0; mt < MMA_MT; mt++)
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        int n = n0 + 16 * mt + g + 8 * (c >> 1), r = nt * 8 + 2 * t + (c & 1);
-        if (n < N && r < m) y[(long long)r * N + n] = f32_to_bf16(acc[mt][nt][c]);
-      }
-}
 
-extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)
-moe_expert_mma(const unsigned short *w, long long wStride, const unsigned short *x, unsigned short *y,
-               const int *counts, const int *cursor, int N, int K) {
-  int e = blockIdx.y;
-  int rows = counts[e];
-  if (rows == 0) return;
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int n0 = (blockIdx.x * MMA_WARPS + warp) * MMA_MT * 16;
-  if (n0 >= N) return;
-  long long start = cursor[e] - rows;
-  w += (long long)e * wStride;
-  for (int p = 0; p < rows; p += MMA_PASS_ROWS) {
-    int m = min(rows - p, MMA_PASS_ROWS);
-    const unsigned short *xp = x + (start + p) * K;
-    unsigned short *yp = y + (start + p) * N;
-    switch ((m + 7) >> 3) {
-      case 1: mma_pass<1>(w, xp, yp, n0, N, K, m, lane); break;
-      case 2: mma_pass<2>(w, xp, yp, n0, N, K, m, lane); break;
-      case 3: case 4: mma_pass<4>(w, xp, yp, n0, N, K, m, lane); break;
-      default: mma_pass<8>(w, xp, yp, n0, N, K, m, lane); break;
+  static __device__ __forceinline__ void load(uint4 (*a)[2][P], const unsigned short *w, int n0, int N, int K, int k0,
+                                              int g, int t) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        int n = n0 + 16 * mt + 8 * h + g;
+        const unsigned short *q = w + (long long)n * K + k0 + 8 * t;
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+          if (n < N) a[mt][h][p] = ld_stream<HINT>(q + 32 * p);
+          else a[mt][h][p].x = a[mt][h][p].y = a[mt][h][p].z = a[mt][h][p].w = 0u;
+        }
+      }
+  }
+
+  template <int NT>
+  static __device__ __forceinline__ void pass(const unsigned short *w, const unsigned short *x, unsigned short *y, int n0,
+                                              int N, int K, int m, int lane) {
+    int g = lane >> 2, t = lane & 3;
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+    uint4 cur[MT][2][P], nxt[MT][2][P];
+    load(cur, w, n0, N, K, 0, g, t);
+    int k0 = 0;
+    for (; k0 + 32 * P < K; k0 += 32 * P) {
+      load(nxt, w, n0, N, K, k0 + 32 * P, g, t);
+      chunk<NT>(acc, cur, x + k0, K, m, g, t);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+          for (int p = 0; p < P; p++) cur[mt][h][p] = nxt[mt][h][p];
+    }
+    chunk<NT>(acc, cur, x + k0, K, m, g, t);
+    // c0, c1: weight row g, token rows 2t, 2t+1; c2, c3: weight row g + 8.
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          int n = n0 + 16 * mt + g + 8 * (c >> 1), r = nt * 8 + 2 * t + (c & 1);
+          if (n < N && r < m) y[(long long)r * N + n] = f32_to_bf16(acc[mt][nt][c]);
+        }
+  }
+
+  static __device__ __forceinline__ void run(const unsigned short *w, long long wStride, const unsigned short *x,
+                                             unsigned short *y, const int *counts, const int *cursor, int N, int K) {
+    int e = blockIdx.y;
+    int rows = counts[e];
+    if (rows == 0) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int n0 = (blockIdx.x * MMA_WARPS + warp) * MT * 16;
+    if (n0 >= N) return;
+    long long start = cursor[e] - rows;
+    w += (long long)e * wStride;
+    for (int p = 0; p < rows; p += MMA_PASS_ROWS) {
+      int m = min(rows - p, MMA_PASS_ROWS);
+      const unsigned short *xp = x + (start + p) * K;
+      unsigned short *yp = y + (start + p) * N;
+      switch ((m + 7) >> 3) {
+        case 1: pass<1>(w, xp, yp, n0, N, K, m, lane); break;
+        case 2: pass<2>(w, xp, yp, n0, N, K, m, lane); break;
+        case 3: case 4: pass<4>(w, xp, yp, n0, N, K, m, lane); break;
+        default: pass<8>(w, xp, yp, n0, N, K, m, lane); break;
+      }
     }
   }
-}
+};
+
+// The variants measured (docs/DECISIONS.md): rows per warp (MT·16), columns per chunk
+// (P·32), the L2 256-byte hint. moe_expert_mma is the one chosen: on one H100 it beat the
+// others at every decode row of deepseek-v3, qwen3 and mixtral (7.40 ms against 8.44 for
+// MT 2, P 2 at 128 deepseek tokens): the longer run of each weight row per chunk and
+// the 256-byte L2 fetches keep more of HBM's bandwidth.
+#define MMA_KERNEL(name, MT, P, HINT)                                                                  \
+  extern "C" __global__ void __launch_bounds__(MMA_WARPS * 32)                                        \
+  name(const unsigned short *w, long long wStride, const unsigned short *x, unsigned short *y,        \
+       const int *counts, const int *cursor, int N, int K) {                                          \
+    MMA<MT, P, HINT>::run(w, wStride, x, y, counts, cursor, N, K);                                    \
+  }
+MMA_KERNEL(moe_expert_mma, 1, 4, true)
+MMA_KERNEL(moe_expert_mma_m2, 2, 2, false)
+MMA_KERNEL(moe_expert_mma_m2h, 2, 2, true)
+MMA_KERNEL(moe_expert_mma_nohint, 1, 4, false)

@@ -108,10 +108,11 @@ func TestUseGEMV(t *testing.T) {
 // every expert fits one pass; older devices and float32 never take it.
 func TestChooseGEMM(t *testing.T) {
 	defer func() { forceGEMM = "" }()
-	hopper, volta := &Ops{cc: 90}, &Ops{cc: 70}
+	hopper, volta := &Ops{cc: 90, mma: mmaKernels[""]}, &Ops{cc: 70, mma: mmaKernels[""]}
 	ds := [2][2]int{{4096, 7168}, {7168, 2048}} // deepseek-v3: gate+up, down
 	odd := [2][2]int{{64, 40}, {40, 32}}        // K not a multiple of 64
-	p8, p32 := tilePlan{R: 8, MaxTiles: 64}, tilePlan{R: 32, MaxTiles: 64}
+	p8, p32, p64 := tilePlan{R: 8, MaxTiles: 64}, tilePlan{R: 32, MaxTiles: 64}, tilePlan{R: 64, MaxTiles: 64}
+	k64 := [2][2]int{{4096, 7168}, {7168, 2112}} // K a multiple of 64, not of 128
 	exact := tilePlan{R: 128, MaxTiles: 64, Exact: true}
 	for _, c := range []struct {
 		o      *Ops
@@ -128,8 +129,10 @@ func TestChooseGEMM(t *testing.T) {
 		{hopper, "", p32, dtype.BFloat16, odd, nil, gemmCUBLAS},
 		{hopper, "", p8, dtype.Float32, ds, nil, gemmCUBLAS},
 		{volta, "", p8, dtype.BFloat16, ds, nil, gemmGEMV},
-		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 64, 0}, gemmMMA},
-		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 65, 0}, gemmCUBLAS},
+		{hopper, "", p64, dtype.BFloat16, ds, nil, gemmCUBLAS},
+		{hopper, "", p8, dtype.BFloat16, k64, nil, gemmGEMV},
+		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 32, 0}, gemmMMA},
+		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 33, 0}, gemmCUBLAS},
 		{hopper, "cublas", p8, dtype.BFloat16, ds, nil, gemmCUBLAS},
 		{hopper, "gemv", p8, dtype.BFloat16, ds, nil, gemmGEMV},
 		{hopper, "gemv", p32, dtype.BFloat16, ds, nil, gemmCUBLAS},
