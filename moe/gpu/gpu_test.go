@@ -352,7 +352,7 @@ func TestDecodeGraphReplay(t *testing.T) {
 		}
 		return v
 	}
-	const n, experts, local, inter, h = 6, 64, 32, 64, 64 // the tensor-core kernel's shapes
+	const n, experts, local, inter, h = 6, 64, 32, 128, 128 // the tensor-core kernel's shapes
 	cfg := router.Config{NumExperts: experts, TopK: 8, Renormalize: true}
 	emap := make([]int32, experts)
 	for e := range emap {
@@ -361,8 +361,8 @@ func TestDecodeGraphReplay(t *testing.T) {
 			emap[e] = int32(e / 2)
 		}
 	}
-	if p := planTiles(n, cfg.TopK, local); p.Exact {
-		t.Fatalf("plan %+v: the test wants the decode plan", p)
+	if p := planTiles(n, cfg.TopK, local); p.Exact || o.chooseGEMM(p, dtype.BFloat16, [2][2]int{{2 * inter, h}, {h, inter}}, nil) != gemmMMA {
+		t.Fatalf("plan %+v: the test wants the decode plan and the tensor-core kernel", p)
 	}
 	x := both(t, o, c, dtype.BFloat16, n, h, nil)
 	logits := both(t, o, c, dtype.Float32, n, experts, nil)
