@@ -166,3 +166,34 @@ func Fit(samples []Sample) (Link, error) {
 	}
 	return Link{Latency: max(alpha, 0), Bandwidth: 1 / x}, nil
 }
+
+// FitOps finds, for each collective among the samples, the factor of l's bandwidth that
+// best matches its samples in relative terms, l's latency kept (least squares of
+// (measured − predicted) / measured over 1/factor): the OpBandwidth of Params.
+func FitOps(samples []Sample, l Link) (map[Op]float64, error) {
+	if err := l.valid(); err != nil {
+		return nil, err
+	}
+	num, den := map[Op]float64{}, map[Op]float64{}
+	for _, s := range samples {
+		if !(s.Seconds > 0) {
+			return nil, fmt.Errorf("costmodel: a sample of %s took %g s", s.Op, s.Seconds)
+		}
+		a, b, err := s.coefficients()
+		if err != nil {
+			return nil, err
+		}
+		// relative residual: (1 − a·latency/T) − c·y, with c = b/(bandwidth·T), y = 1/factor
+		c := b / l.Bandwidth / s.Seconds
+		num[s.Op] += c * (1 - a*l.Latency/s.Seconds)
+		den[s.Op] += c * c
+	}
+	out := map[Op]float64{}
+	for op, d := range den {
+		if d == 0 || num[op] <= 0 {
+			return nil, fmt.Errorf("costmodel: the samples of %s give no positive bandwidth", op)
+		}
+		out[op] = d / num[op]
+	}
+	return out, nil
+}

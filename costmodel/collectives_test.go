@@ -77,3 +77,42 @@ func TestFit(t *testing.T) {
 		t.Error("samples of one rank were accepted")
 	}
 }
+
+// Per-collective factors recovered exactly from samples made with them; ForOp applies
+// them; a collective with no factor keeps the link.
+func TestFitOps(t *testing.T) {
+	l := Link{Latency: 8e-6, Bandwidth: 250e9}
+	want := map[Op]float64{AllGather: 1, Broadcast: 1.4, AllReduce: 1.25}
+	p := Params{OpBandwidth: want}
+	var samples []Sample
+	for op := range want {
+		for _, size := range []float64{1 << 20, 64 << 20, 1 << 30} {
+			lk := p.ForOp(op, l)
+			tm := 1*lk.Latency + 0.5*size/lk.Bandwidth // the ring form over 2 ranks
+			if op == AllReduce {
+				tm = 2*lk.Latency + size/lk.Bandwidth
+			} else if op == Broadcast {
+				tm = lk.Latency + size/lk.Bandwidth
+			}
+			samples = append(samples, Sample{Op: op, N: 2, Bytes: size, Seconds: tm})
+		}
+	}
+	got, err := FitOps(samples, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for op, f := range want {
+		if math.Abs(got[op]/f-1) > 1e-9 {
+			t.Errorf("%s: factor %g, want %g", op, got[op], f)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("factors for %v, want only %v", got, want)
+	}
+	if lk := p.ForOp(ReduceScatter, l); lk != l {
+		t.Errorf("reduce-scatter without a factor: %+v, want %+v", lk, l)
+	}
+	if _, err := FitOps([]Sample{{Op: AllGather, N: 2, Bytes: 1 << 20, Seconds: 1e-9}}, l); err == nil {
+		t.Error("a sample faster than the latency alone gave a factor")
+	}
+}

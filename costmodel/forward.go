@@ -117,13 +117,13 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 					seen += int(csz(m))
 				}
 				for _, b := range [][]float64{xb, lb} {
-					t, err := Time(AllGatherV, len(members), 0, b, lk)
+					t, err := Time(AllGatherV, len(members), 0, b, f.Params.ForOp(AllGatherV, lk))
 					if err != nil {
 						return nil, 0, 0, err
 					}
 					ph["dispatch"] += t
 				}
-				t, err := Time(ReduceScatterV, len(members), 0, xb, lk)
+				t, err := Time(ReduceScatterV, len(members), 0, xb, f.Params.ForOp(ReduceScatterV, lk))
 				if err != nil {
 					return nil, 0, 0, err
 				}
@@ -138,10 +138,10 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 				}
 				p := float64(len(members))
 				for _, b := range []float64{float64(seen) * hpad * esz, float64(seen) * float64(c.Experts) * 4} {
-					t, _ := Time(AllGather, len(members), p*b, nil, lk)
+					t, _ := Time(AllGather, len(members), p*b, nil, f.Params.ForOp(AllGather, lk))
 					ph["pcp_gather"] += t
 				}
-				t, _ := Time(ReduceScatter, len(members), p*float64(seen)*hpad*esz, nil, lk)
+				t, _ := Time(ReduceScatter, len(members), p*float64(seen)*hpad*esz, nil, f.Params.ForOp(ReduceScatter, lk))
 				ph["pcp_scatter"] += t
 				seen *= len(members)
 			}
@@ -176,7 +176,7 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 					count++
 				}
 			}
-			t, _ := Time(AllReduce, len(members), n*width*esz, nil, lk)
+			t, _ := Time(AllReduce, len(members), n*width*esz, nil, f.Params.ForOp(AllReduce, lk))
 			ph["reduce"] += float64(count) * t
 		}
 		sum := 0.0

@@ -14,8 +14,21 @@ type Params struct {
 	NVLinkLatency float64 `json:"nvlink_latency_s"`
 	// PCIe and NET classes (PIX, PXB, PHB, NODE, SYS, NET) by name.
 	Classes map[string]Link `json:"classes"`
+	// OpBandwidth multiplies a ring's bandwidth per collective: NCCL runs each with its own
+	// algorithm and protocol, which reach different shares of a link (on 2 × H200 a
+	// broadcast moves 1 GiB 1.4 times as fast as an all-gather's share of it). Missing
+	// collectives take 1. bin/layouts --calibrate fits them (FitOps).
+	OpBandwidth map[Op]float64 `json:"op_bandwidth,omitempty"`
 	// Source says where the numbers come from (measured where, or datasheet).
 	Source string `json:"source"`
+}
+
+// ForOp is the link l as collective op sees it (OpBandwidth).
+func (p Params) ForOp(op Op, l Link) Link {
+	if f, ok := p.OpBandwidth[op]; ok && f > 0 {
+		l.Bandwidth *= f
+	}
+	return l
 }
 
 // DefaultParams are calibrated where we could measure and from datasheets elsewhere:

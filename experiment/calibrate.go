@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/moerun/moerun/commbench"
 	"github.com/moerun/moerun/costmodel"
@@ -21,6 +22,11 @@ type Calibration struct {
 	MaxErr  float64        `json:"max_abs_error"`    // relative, over the rows
 	MedErr  float64        `json:"median_abs_error"` // relative
 	Samples int            `json:"samples"`
+	// OpBandwidth is each collective's factor of the link's bandwidth (costmodel.FitOps),
+	// and the errors with them.
+	OpBandwidth map[costmodel.Op]float64 `json:"op_bandwidth"`
+	MaxErrOp    float64                  `json:"max_abs_error_per_op"`
+	MedErrOp    float64                  `json:"median_abs_error_per_op"`
 }
 
 // CalRow is one measured collective beside its prediction.
@@ -31,6 +37,9 @@ type CalRow struct {
 	MeasuredUS  float64 `json:"measured_us"`
 	PredictedUS float64 `json:"predicted_us"`
 	Error       float64 `json:"error"` // (predicted − measured) / measured
+	// With the collective's bandwidth factor.
+	PredictedOpUS float64 `json:"predicted_per_op_us"`
+	ErrorOp       float64 `json:"error_per_op"`
 }
 
 // Calibrate reads a `worker collectives --json` file (the world group), fits one link to
@@ -73,19 +82,32 @@ func Calibrate(file string, minBytes int64) (*Calibration, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	c := &Calibration{Link: link, Rows: rows, Samples: len(samples)}
-	var errs []float64
+	ops, err := costmodel.FitOps(samples, link)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	c := &Calibration{Link: link, Rows: rows, Samples: len(samples), OpBandwidth: ops}
+	p := costmodel.Params{OpBandwidth: ops}
+	var errs, errsOp []float64
 	for i, s := range samples {
 		t, err := costmodel.Time(s.Op, s.N, s.Bytes, s.Blocks, link)
 		if err != nil {
 			return nil, err
 		}
-		c.Rows[i].PredictedUS = 1e6 * t
-		c.Rows[i].Error = (1e6*t - rows[i].MeasuredUS) / rows[i].MeasuredUS
-		errs = append(errs, math.Abs(c.Rows[i].Error))
+		tOp, err := costmodel.Time(s.Op, s.N, s.Bytes, s.Blocks, p.ForOp(s.Op, link))
+		if err != nil {
+			return nil, err
+		}
+		r := &c.Rows[i]
+		r.PredictedUS, r.PredictedOpUS = 1e6*t, 1e6*tOp
+		r.Error = (r.PredictedUS - r.MeasuredUS) / r.MeasuredUS
+		r.ErrorOp = (r.PredictedOpUS - r.MeasuredUS) / r.MeasuredUS
+		errs, errsOp = append(errs, math.Abs(r.Error)), append(errsOp, math.Abs(r.ErrorOp))
 	}
 	slices.Sort(errs)
+	slices.Sort(errsOp)
 	c.MaxErr, c.MedErr = errs[len(errs)-1], errs[len(errs)/2]
+	c.MaxErrOp, c.MedErrOp = errsOp[len(errsOp)-1], errsOp[len(errsOp)/2]
 	return c, nil
 }
 
@@ -93,8 +115,15 @@ func Calibrate(file string, minBytes int64) (*Calibration, error) {
 func WriteCalibration(w io.Writer, c *Calibration) {
 	fmt.Fprintf(w, "# fitted link: %.1f µs per step, %.2f GB/s; model error over %d samples: median %.1f %%, max %.1f %%\n",
 		1e6*c.Link.Latency, c.Link.Bandwidth/1e9, c.Samples, 100*c.MedErr, 100*c.MaxErr)
-	fmt.Fprintf(w, "%-17s %12s %6s %12s %12s %8s\n", "op", "bytes", "ranks", "measured µs", "predicted µs", "error")
+	ops := make([]string, 0, len(c.OpBandwidth))
+	for op, f := range c.OpBandwidth {
+		ops = append(ops, fmt.Sprintf("%s %.2f", op, f))
+	}
+	slices.Sort(ops)
+	fmt.Fprintf(w, "# with each collective's bandwidth factor (%s): median %.1f %%, max %.1f %%\n",
+		strings.Join(ops, ", "), 100*c.MedErrOp, 100*c.MaxErrOp)
+	fmt.Fprintf(w, "%-17s %12s %6s %12s %12s %8s %12s %8s\n", "op", "bytes", "ranks", "measured µs", "predicted µs", "error", "per-op µs", "error")
 	for _, r := range c.Rows {
-		fmt.Fprintf(w, "%-17s %12d %6d %12.1f %12.1f %7.1f%%\n", r.Op, r.Bytes, r.Ranks, r.MeasuredUS, r.PredictedUS, 100*r.Error)
+		fmt.Fprintf(w, "%-17s %12d %6d %12.1f %12.1f %7.1f%% %12.1f %7.1f%%\n", r.Op, r.Bytes, r.Ranks, r.MeasuredUS, r.PredictedUS, 100*r.Error, r.PredictedOpUS, 100*r.ErrorOp)
 	}
 }
