@@ -41,7 +41,8 @@ rows=()
 # 10 s; print the time, or "held" when some still do.
 gpu_free() {
   [ "$backend" = nccl ] || return 0
-  for _ in $(seq 1000); do
+  local deadline=$(( $(now) + 10000000000 ))
+  while [ "$(now)" -lt $deadline ]; do
     [ -z "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ] && { now; return; }
     sleep 0.01
   done
@@ -54,7 +55,7 @@ ms_gpu() {
   if [ "$f" = held ]; then echo " (GPUs still held 10 s later)"; else echo " (GPUs free after $(ms $1 $f) ms)"; fi
 }
 last=$((np - 1)) # the rank every fault hits (pgrep lists the workers in spawn order)
-row() { rows+=("$1|$2|$3|$4"); }
+row() { rows+=("$1|$2|$3|$4"); echo "faults.sh: $1: $3 ms, exit $4" >&2; }
 
 start_job bin/launch -np $np "${long[@]}"
 t0=$(now); kill -KILL ${W[$last]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")

@@ -85,6 +85,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opt
 			return nil, err
 		}
 	}
+	logger.Info("store connected", "rank", p.Rank, "took", time.Since(start))
 	host, err := AdvertiseHost(j.Place.StoreAddr)
 	if err != nil {
 		return nil, err

@@ -179,10 +179,13 @@ func open(ctx context.Context, cfg comm.Config, blockingWorld bool) (comm.Commun
 	if err != nil {
 		return nil, err
 	}
+	tDev := time.Now()
 	dev, err := openDevice(cfg.Device)
 	if err != nil {
 		return nil, err
 	}
+	devWait := time.Since(tDev)
+	tID := time.Now()
 	ctx, cancel := bound(ctx, cfg.Timeout)
 	defer cancel()
 	key := cfg.Namespace + "/nccl/id"
@@ -205,6 +208,7 @@ func open(ctx context.Context, cfg comm.Config, blockingWorld bool) (comm.Commun
 		}
 		copy(idBytes, v)
 	}
+	idWait := time.Since(tID)
 	if blockingWorld {
 		return openBlocking(ctx, cfg, dev, lib, &id)
 	}
@@ -231,7 +235,7 @@ func open(ctx context.Context, cfg comm.Config, blockingWorld bool) (comm.Commun
 	hot.base = base
 	if cfg.Logger != nil {
 		cfg.Logger.Info("nccl: communicator ready", "rank", cfg.Rank, "size", cfg.Size, "library", lib.Path(), "version", lib.VersionString(),
-			"init", t1.Sub(t0), "blocking split", time.Since(t1))
+			"device wait", devWait, "unique id", idWait, "init", t1.Sub(t0), "blocking split", time.Since(t1))
 	}
 	return hot, nil
 }
