@@ -103,6 +103,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opt
 	if err = j.progress.leave(tok, err); err != nil {
 		return nil, err
 	}
+	j.progress.async = comm.MemoryOf(world) != nil // device memory: NCCL's collectives are enqueued
 	j.World = j.progress.wrap(world, groupWorld)
 	logger.Info("world communicator ready", "rank", p.Rank, "backend", backend, "since start", time.Since(start))
 	for _, kind := range rank.AllGroupKinds {
@@ -146,6 +147,10 @@ func isWorld(groups [][]int, world int) bool {
 	}
 	return true
 }
+
+// Synced tells the job's progress that the device has completed every collective enqueued
+// so far (after a successful device synchronisation outside the communicators).
+func (j *Job) Synced() { j.progress.synced() }
 
 // singletons reports whether every group has one rank.
 func singletons(groups [][]int) bool {

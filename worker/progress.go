@@ -92,6 +92,11 @@ type tracker struct {
 	// with exitCode before entering collective #exitBefore: a crash mid-job.
 	exitBefore uint64
 	exitCode   int
+	// async: the backend's collectives return once enqueued (NCCL). A rank then waits for
+	// them in a device synchronisation, outside the call, so a collective stays "inside"
+	// (pending) until the next synchronisation that completes (synced): a rank stuck
+	// behind a collective its peer never entered must look like a rank waiting in it.
+	async bool
 }
 
 // record is the tracker's state as the store gets it (Beat and Closed are the heartbeat's).
@@ -133,13 +138,26 @@ func (t *tracker) enter(ctx context.Context, op opID, g groupID) (uint64, error)
 // is marked as a waitTimeout, so that Main waits for the launcher's diagnosis.
 func (t *tracker) leave(tok uint64, err error) error {
 	if err == nil {
-		t.state.CompareAndSwap(tok, tok&^inBit) // unless another goroutine entered one since
+		if !t.async {
+			t.state.CompareAndSwap(tok, tok&^inBit) // unless another goroutine entered one since
+		}
 		return nil
 	}
 	if t.watched && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) {
 		return waitTimeout{err}
 	}
 	return err
+}
+
+// synced marks the collectives entered so far complete: the device caught up with them
+// (an async backend's pending collective ends here, not when its call returns).
+func (t *tracker) synced() {
+	for {
+		old := t.state.Load()
+		if old&inBit == 0 || t.state.CompareAndSwap(old, old&^inBit) {
+			return
+		}
+	}
 }
 
 // waitTimeout marks a collective (or the communicator's set-up) that ran out of time while
@@ -170,8 +188,29 @@ type tracked struct {
 
 // Memory and Unwrap reach through to the communicator, as comm.Alias does, so that
 // backend-specific callers (device buffers, the GPU ops) still find it.
-func (c tracked) Memory() comm.Memory       { return comm.MemoryOf(c.raw) }
 func (c tracked) Unwrap() comm.Communicator { return c.raw }
+
+// Memory is the communicator's, with Sync marking the pending collectives complete.
+func (c tracked) Memory() comm.Memory {
+	m := comm.MemoryOf(c.raw)
+	if m == nil {
+		return nil
+	}
+	return trackedMemory{m, c.t}
+}
+
+type trackedMemory struct {
+	comm.Memory
+	t *tracker
+}
+
+func (m trackedMemory) Sync(ctx context.Context) error {
+	err := m.Memory.Sync(ctx)
+	if err == nil {
+		m.t.synced()
+	}
+	return err
+}
 
 // collectiveOps maps comm.Intercept's names to the tracker's.
 var collectiveOps = map[string]opID{

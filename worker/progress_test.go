@@ -263,3 +263,25 @@ func TestExitHook(t *testing.T) {
 		}
 	}
 }
+
+// On an async backend a collective stays pending (inside) after its call returns, until a
+// synchronisation completes; on a synchronous one it ends with the call.
+func TestTrackerAsyncPending(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		tr := &tracker{async: async}
+		tok, err := tr.enter(context.Background(), opAllGather, groupWorld)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.leave(tok, nil); err != nil {
+			t.Fatal(err)
+		}
+		if r := tr.record(); r.In != async || r.Seq != 1 || r.Op != "all_gather" {
+			t.Errorf("async %v: after the call %+v, want inside = %v", async, r, async)
+		}
+		tr.synced()
+		if r := tr.record(); r.In || r.Seq != 1 {
+			t.Errorf("async %v: after a sync %+v, want outside collective #1", async, r)
+		}
+	}
+}

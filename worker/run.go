@@ -563,6 +563,7 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 		if err := ops.Sync(); err != nil {
 			return runResult{}, err
 		}
+		l.job.Synced()
 		c, err := l.clock.Elapsed()
 		if err != nil {
 			return runResult{}, err
@@ -666,6 +667,7 @@ func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) e
 	if err := l.ops.Sync(); err != nil {
 		return err
 	}
+	l.job.Synced()
 	if l.phaseMs, err = phaseTimes(l.clock.watch, append(l.phases.spans, l.clock.recordedSpans()...)); err != nil {
 		return err
 	}
@@ -696,6 +698,7 @@ func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) e
 		if err := l.ops.Sync(); err != nil {
 			return err
 		}
+		l.job.Synced()
 		d, err := l.clock.watch.Seconds(a, b)
 		if err != nil {
 			return err
@@ -806,6 +809,7 @@ func (l *layerRun) check(ref *moe.Reference, tol float64) (maxErr float64, check
 			return 0, 0, err
 		}
 	}
+	l.job.Synced() // the downloads waited for the device
 	xs := make([]float32, 0, len(rows)*c.Hidden)
 	ls := make([]float32, 0, len(rows)*c.Experts)
 	for _, r := range rows {
