@@ -6,22 +6,52 @@ package costmodel
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/moerun/moerun/commbench"
 )
 
 // Link is what a collective sees of the links of its ring: the per-step latency (seconds)
 // and the bandwidth (bytes per second, one direction, per GPU) of the slowest hop.
+//
+// NCCL moves small messages with its low-latency protocols (LL, LL128: little fixed cost,
+// part of the bandwidth) and large ones with Simple (more fixed cost per step, the full
+// bandwidth), picking per size. A Link with a bulk regime (BulkLatency, BulkBandwidth) is
+// costed both ways and the faster counts; without one, Latency and Bandwidth serve every
+// size. On 2 × H200 one regime cannot match both 1 MiB and 1 GiB within 25 %; two do.
 type Link struct {
-	Latency   float64 `json:"latency_s"`
-	Bandwidth float64 `json:"bandwidth_bytes_per_s"`
+	Latency       float64 `json:"latency_s"`
+	Bandwidth     float64 `json:"bandwidth_bytes_per_s"`
+	BulkLatency   float64 `json:"bulk_latency_s,omitempty"`
+	BulkBandwidth float64 `json:"bulk_bandwidth_bytes_per_s,omitempty"`
 }
 
 func (l Link) valid() error {
 	if !(l.Latency >= 0) || !(l.Bandwidth > 0) {
 		return fmt.Errorf("costmodel: link latency %g s and bandwidth %g B/s: expected latency ≥ 0 and bandwidth > 0", l.Latency, l.Bandwidth)
 	}
+	if l.hasBulk() && !(l.BulkLatency >= 0 && l.BulkBandwidth > 0) {
+		return fmt.Errorf("costmodel: link bulk latency %g s and bandwidth %g B/s: expected latency ≥ 0 and bandwidth > 0", l.BulkLatency, l.BulkBandwidth)
+	}
 	return nil
+}
+
+func (l Link) hasBulk() bool { return l.BulkLatency != 0 || l.BulkBandwidth != 0 }
+
+// regimes are the (latency, bandwidth) pairs a collective is costed with.
+func (l Link) regimes() [][2]float64 {
+	if l.hasBulk() {
+		return [][2]float64{{l.Latency, l.Bandwidth}, {l.BulkLatency, l.BulkBandwidth}}
+	}
+	return [][2]float64{{l.Latency, l.Bandwidth}}
+}
+
+// bulk is the bulk regime, or the only one.
+func (l Link) bulk() (latency, bandwidth float64) {
+	if l.hasBulk() {
+		return l.BulkLatency, l.BulkBandwidth
+	}
+	return l.Latency, l.Bandwidth
 }
 
 // Op names a collective, as the sweep (commbench) does.
@@ -60,6 +90,20 @@ func Time(op Op, n int, bytes float64, blocks []float64, l Link) (float64, error
 	if n == 1 {
 		return 0, nil // a copy at most, nothing on a link
 	}
+	best := math.Inf(1)
+	for _, r := range l.regimes() {
+		t, err := regimeTime(op, n, bytes, blocks, r[0], r[1])
+		if err != nil {
+			return 0, err
+		}
+		best = min(best, t)
+	}
+	return best, nil
+}
+
+// regimeTime is Time in one regime (a per-step latency and a bandwidth).
+func regimeTime(op Op, n int, bytes float64, blocks []float64, latency, bandwidth float64) (float64, error) {
+	l := struct{ Latency, Bandwidth float64 }{latency, bandwidth}
 	steps := float64(n - 1)
 	share := steps / float64(n)
 	switch op {
@@ -167,9 +211,90 @@ func Fit(samples []Sample) (Link, error) {
 	return Link{Latency: max(alpha, 0), Bandwidth: 1 / x}, nil
 }
 
-// FitOps finds, for each collective among the samples, the factor of l's bandwidth that
-// best matches its samples in relative terms, l's latency kept (least squares of
-// (measured − predicted) / measured over 1/factor): the OpBandwidth of Params.
+// FitAll fits a Link with a bulk regime and each collective's bandwidth factor (FitOps):
+// the samples are split by size at every point that leaves at least two sizes on each
+// side, each side gets its own Fit, and the split whose model (the faster regime counting,
+// as Time costs it, with the factors) has the smallest largest relative error wins. With
+// fewer than four sizes the link has one regime.
+func FitAll(samples []Sample) (Link, map[Op]float64, error) {
+	sizes := map[float64]bool{}
+	for _, s := range samples {
+		sizes[s.size()] = true
+	}
+	cuts := make([]float64, 0, len(sizes))
+	for b := range sizes {
+		cuts = append(cuts, b)
+	}
+	slices.Sort(cuts)
+	var best Link
+	var bestOps map[Op]float64
+	bestErr := math.Inf(1)
+	try := func(l Link) error {
+		ops, err := FitOps(samples, l)
+		if err != nil {
+			return nil // not a candidate
+		}
+		p := Params{OpBandwidth: ops}
+		worst := 0.0
+		for _, s := range samples {
+			t, err := Time(s.Op, s.N, s.Bytes, s.Blocks, p.ForOp(s.Op, l))
+			if err != nil {
+				return err
+			}
+			worst = max(worst, math.Abs(t-s.Seconds)/s.Seconds)
+		}
+		if worst < bestErr {
+			best, bestOps, bestErr = l, ops, worst
+		}
+		return nil
+	}
+	one, err := Fit(samples)
+	if err != nil {
+		return Link{}, nil, err
+	}
+	if err := try(one); err != nil {
+		return Link{}, nil, err
+	}
+	for i := 2; i+2 <= len(cuts); i++ {
+		var small, large []Sample
+		for _, s := range samples {
+			if s.size() < cuts[i] {
+				small = append(small, s)
+			} else {
+				large = append(large, s)
+			}
+		}
+		ls, err1 := Fit(small)
+		ll, err2 := Fit(large)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if err := try(Link{Latency: ls.Latency, Bandwidth: ls.Bandwidth, BulkLatency: ll.Latency, BulkBandwidth: ll.Bandwidth}); err != nil {
+			return Link{}, nil, err
+		}
+	}
+	if bestOps == nil {
+		return Link{}, nil, fmt.Errorf("costmodel: no fit of %d samples gives every collective a positive bandwidth", len(samples))
+	}
+	return best, bestOps, nil
+}
+
+// size is the bytes a sample moves (the sum of the blocks for the -v collectives).
+func (s Sample) size() float64 {
+	if len(s.Blocks) == 0 {
+		return s.Bytes
+	}
+	total := 0.0
+	for _, b := range s.Blocks {
+		total += b
+	}
+	return total
+}
+
+// FitOps finds, for each collective among the samples, the factor of l's bandwidths that
+// best matches its samples in relative terms, l's latencies kept (least squares of
+// (measured − predicted) / measured over 1/factor; each sample in the regime Time picks
+// for it on l): the OpBandwidth of Params.
 func FitOps(samples []Sample, l Link) (map[Op]float64, error) {
 	if err := l.valid(); err != nil {
 		return nil, err
@@ -183,9 +308,17 @@ func FitOps(samples []Sample, l Link) (map[Op]float64, error) {
 		if err != nil {
 			return nil, err
 		}
+		lat, bw := l.Latency, l.Bandwidth
+		if l.hasBulk() {
+			tSmall, _ := regimeTime(s.Op, s.N, s.Bytes, s.Blocks, l.Latency, l.Bandwidth)
+			tBulk, _ := regimeTime(s.Op, s.N, s.Bytes, s.Blocks, l.BulkLatency, l.BulkBandwidth)
+			if tBulk < tSmall {
+				lat, bw = l.BulkLatency, l.BulkBandwidth
+			}
+		}
 		// relative residual: (1 − a·latency/T) − c·y, with c = b/(bandwidth·T), y = 1/factor
-		c := b / l.Bandwidth / s.Seconds
-		num[s.Op] += c * (1 - a*l.Latency/s.Seconds)
+		c := b / bw / s.Seconds
+		num[s.Op] += c * (1 - a*lat/s.Seconds)
 		den[s.Op] += c * c
 	}
 	out := map[Op]float64{}

@@ -116,3 +116,34 @@ func TestFitOps(t *testing.T) {
 		t.Error("a sample faster than the latency alone gave a factor")
 	}
 }
+
+// Two regimes: Time takes the faster (by hand), and FitAll recovers both from samples of
+// one collective made with them (sizes on both sides of the crossing).
+func TestTwoRegimes(t *testing.T) {
+	l := Link{Latency: 5e-6, Bandwidth: 100e9, BulkLatency: 30e-6, BulkBandwidth: 300e9}
+	// all-gather of 2 ranks: one step, half the buffer. Crossing: 5 µs + B/200e9 = 30 µs + B/600e9 → B = 7.5 MB.
+	for _, c := range []struct{ bytes, want float64 }{{1e6, 5e-6 + 0.5e6/100e9}, {64e6, 30e-6 + 32e6/300e9}} {
+		if got, err := Time(AllGather, 2, c.bytes, nil, l); err != nil || math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("%g bytes: %g, %v; want %g", c.bytes, got, err, c.want)
+		}
+	}
+	var samples []Sample
+	for _, size := range []float64{1 << 20, 2 << 20, 4 << 20, 64 << 20, 256 << 20, 1 << 30} {
+		tm, _ := Time(AllGather, 2, size, nil, l)
+		samples = append(samples, Sample{Op: AllGather, N: 2, Bytes: size, Seconds: tm})
+	}
+	got, ops, err := FitAll(samples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ got, want float64 }{{got.Latency, l.Latency}, {got.Bandwidth, l.Bandwidth}, {got.BulkLatency, l.BulkLatency}, {got.BulkBandwidth, l.BulkBandwidth}, {ops[AllGather], 1}} {
+		if math.Abs(c.got/c.want-1) > 1e-6 {
+			t.Errorf("fit %+v, factors %v; want %+v and 1", got, ops, l)
+			break
+		}
+	}
+	bad := Link{Latency: 1e-6, Bandwidth: 1e9, BulkLatency: 1e-6}
+	if _, err := Time(AllGather, 2, 1, nil, bad); err == nil {
+		t.Error("a bulk regime without a bandwidth was accepted")
+	}
+}

@@ -29,11 +29,12 @@ func TestPredictByHand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nv := Link{Latency: p.NVLinkLatency, Bandwidth: 18 * p.NVLinkPerLink}
-	// Blocks of one row: 8 × 2 bytes of x, 4 × 4 bytes of logits, per rank.
-	agv := func(b float64) float64 { return 2*nv.Latency + 0.5*2*b/nv.Bandwidth }
-	wantDispatch := agv(16) + agv(16)
-	wantCombine := agv(16)
+	nv := Link{Latency: p.NVLinkLatency, Bandwidth: 18 * p.NVLinkPerLink} // the small-message regime: bytes are few
+	// Blocks of one row: 8 × 2 bytes of x, 4 × 4 bytes of logits, per rank; each collective
+	// at its share of the bandwidth (OpBandwidth).
+	v := func(op Op, b float64) float64 { return 2*nv.Latency + 0.5*2*b/(nv.Bandwidth*p.OpBandwidth[op]) }
+	wantDispatch := v(AllGatherV, 16) + v(AllGatherV, 16)
+	wantCombine := v(ReduceScatterV, 16)
 	// 2 rows seen, 2 local experts of 4, top-1: touched 2·(1 − (3/4)²), slots 2·1·2/4.
 	touched := 2 * (1 - math.Pow(0.75, 2))
 	wantExperts := max(touched*3*8*8*2/dev.HBM, 1.0*6*8*8/dev.FLOPs)
@@ -61,7 +62,7 @@ func TestPredictByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	net := p.Classes["NET"]
-	if d := phases[0]; d.Name != "dispatch" || !near(d.Seconds, 2*(2*net.Latency+0.5*2*16/net.Bandwidth)) {
+	if d := phases[0]; d.Name != "dispatch" || !near(d.Seconds, 2*(2*net.Latency+0.5*2*16/(net.Bandwidth*p.OpBandwidth[AllGatherV]))) {
 		t.Errorf("dispatch across nodes: %+v", d)
 	}
 

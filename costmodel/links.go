@@ -12,6 +12,10 @@ type Params struct {
 	// NVLinkLatency the per-step latency of an NVLink ring.
 	NVLinkPerLink float64 `json:"nvlink_per_link_bytes_per_s"`
 	NVLinkLatency float64 `json:"nvlink_latency_s"`
+	// NVLinkBulkPerLink and NVLinkBulkLatency are the bulk regime of an NVLink ring (Link);
+	// zero: one regime.
+	NVLinkBulkPerLink float64 `json:"nvlink_bulk_per_link_bytes_per_s,omitempty"`
+	NVLinkBulkLatency float64 `json:"nvlink_bulk_latency_s,omitempty"`
 	// PCIe and NET classes (PIX, PXB, PHB, NODE, SYS, NET) by name.
 	Classes map[string]Link `json:"classes"`
 	// OpBandwidth multiplies a ring's bandwidth per collective: NCCL runs each with its own
@@ -27,22 +31,32 @@ type Params struct {
 func (p Params) ForOp(op Op, l Link) Link {
 	if f, ok := p.OpBandwidth[op]; ok && f > 0 {
 		l.Bandwidth *= f
+		l.BulkBandwidth *= f
 	}
 	return l
 }
 
 // DefaultParams are calibrated where we could measure and from datasheets elsewhere:
 //   - NVLink: 2 × H200, NV18 through NVSwitch, NCCL 2.28 (docs/PERFORMANCE.md,
-//     2026-11-26): all-gather bus bandwidth 263–269 GB/s at 1 GiB → 14.8 GB/s per link;
-//     ~10 µs for an 8 KiB all-gather of one step → 8 µs per step besides the data;
+//     2026-11-26, `bin/layouts --calibrate` of a 1 MiB–1 GiB sweep, 66 samples): small
+//     messages 6.0 µs per step and 128 GB/s (7.1 GB/s per link), bulk 16.4 µs and 282 GB/s
+//     (15.7 GB/s per link); each collective's share of that (OpBandwidth) from the same
+//     fit — NCCL's algorithms, which we apply to every link class for want of PCIe and
+//     NET measurements;
 //   - PCIe (not measured): Gen5 x16 is 64 GB/s per direction; NCCL reaches about 80 %
 //     through one switch (PIX), less through more bridges and the CPU;
 //   - NET (not measured): a 400 Gb/s NIC (NDR InfiniBand) is 50 GB/s; NCCL's IB transport
 //     reaches about 90 % at large sizes, with ~12 µs per step.
 func DefaultParams() Params {
 	return Params{
-		NVLinkPerLink: 14.8e9,
-		NVLinkLatency: 8e-6,
+		NVLinkPerLink:     7.12e9,
+		NVLinkLatency:     6.0e-6,
+		NVLinkBulkPerLink: 15.67e9,
+		NVLinkBulkLatency: 16.4e-6,
+		OpBandwidth: map[Op]float64{
+			AllGather: 0.83, AllGatherV: 0.82, ReduceScatter: 0.80, ReduceScatterV: 0.87,
+			AllReduce: 1.20, Broadcast: 1.25,
+		},
 		Classes: map[string]Link{
 			"PIX":  {Latency: 6e-6, Bandwidth: 50e9},
 			"PXB":  {Latency: 7e-6, Bandwidth: 45e9},
@@ -63,7 +77,11 @@ func (p Params) Of(c topology.Class) (Link, error) {
 		if n == 0 {
 			n = 18 // an unknown count: assume an H100's full set
 		}
-		return Link{Latency: p.NVLinkLatency, Bandwidth: float64(n) * p.NVLinkPerLink}, nil
+		l := Link{Latency: p.NVLinkLatency, Bandwidth: float64(n) * p.NVLinkPerLink}
+		if p.NVLinkBulkPerLink > 0 {
+			l.BulkLatency, l.BulkBandwidth = p.NVLinkBulkLatency, float64(n)*p.NVLinkBulkPerLink
+		}
+		return l, nil
 	case topology.Self:
 		return Link{Latency: 0, Bandwidth: 1e15}, nil
 	}
@@ -81,7 +99,8 @@ func (p Params) Ring(t *topology.Topology, gpus []int) (Link, error) {
 	if len(gpus) < 2 {
 		return Link{Latency: 0, Bandwidth: 1e15}, nil
 	}
-	worst := Link{Bandwidth: 1e18}
+	worst := Link{Bandwidth: 1e18, BulkBandwidth: 1e18}
+	bulk := false
 	for i, g := range gpus {
 		l, err := p.Of(t.Link(g, gpus[(i+1)%len(gpus)]))
 		if err != nil {
@@ -89,6 +108,13 @@ func (p Params) Ring(t *topology.Topology, gpus []int) (Link, error) {
 		}
 		worst.Latency = max(worst.Latency, l.Latency)
 		worst.Bandwidth = min(worst.Bandwidth, l.Bandwidth)
+		bl, bb := l.bulk()
+		worst.BulkLatency = max(worst.BulkLatency, bl)
+		worst.BulkBandwidth = min(worst.BulkBandwidth, bb)
+		bulk = bulk || l.hasBulk()
+	}
+	if !bulk {
+		worst.BulkLatency, worst.BulkBandwidth = 0, 0
 	}
 	return worst, nil
 }

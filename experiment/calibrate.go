@@ -78,11 +78,7 @@ func Calibrate(file string, minBytes int64) (*Calibration, error) {
 			rows = append(rows, CalRow{Op: string(res.Op), Bytes: res.Size, Ranks: res.Ranks, MeasuredUS: res.TimeUS})
 		}
 	}
-	link, err := costmodel.Fit(samples)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	ops, err := costmodel.FitOps(samples, link)
+	link, ops, err := costmodel.FitAll(samples)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
@@ -113,8 +109,12 @@ func Calibrate(file string, minBytes int64) (*Calibration, error) {
 
 // WriteCalibration prints the fitted link and every row.
 func WriteCalibration(w io.Writer, c *Calibration) {
-	fmt.Fprintf(w, "# fitted link: %.1f µs per step, %.2f GB/s; model error over %d samples: median %.1f %%, max %.1f %%\n",
-		1e6*c.Link.Latency, c.Link.Bandwidth/1e9, c.Samples, 100*c.MedErr, 100*c.MaxErr)
+	bulk := ""
+	if c.Link.BulkBandwidth > 0 {
+		bulk = fmt.Sprintf(" (small messages), %.1f µs, %.2f GB/s (bulk)", 1e6*c.Link.BulkLatency, c.Link.BulkBandwidth/1e9)
+	}
+	fmt.Fprintf(w, "# fitted link: %.1f µs per step, %.2f GB/s%s; model error over %d samples: median %.1f %%, max %.1f %%\n",
+		1e6*c.Link.Latency, c.Link.Bandwidth/1e9, bulk, c.Samples, 100*c.MedErr, 100*c.MaxErr)
 	ops := make([]string, 0, len(c.OpBandwidth))
 	for op, f := range c.OpBandwidth {
 		ops = append(ops, fmt.Sprintf("%s %.2f", op, f))
