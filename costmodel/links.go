@@ -21,7 +21,7 @@ type Params struct {
 	// OpBandwidth multiplies a ring's bandwidth per collective: NCCL runs each with its own
 	// algorithm and protocol, which reach different shares of a link (on 2 × H200 a
 	// broadcast moves 1 GiB 1.4 times as fast as an all-gather's share of it). Missing
-	// collectives take 1. bin/layouts --calibrate fits them (FitOps).
+	// collectives take 1. bin/layouts --calibrate fits them (FitAll).
 	OpBandwidth map[Op]float64 `json:"op_bandwidth,omitempty"`
 	// Source says where the numbers come from (measured where, or datasheet).
 	Source string `json:"source"`

@@ -14,15 +14,17 @@ import (
 	"github.com/moerun/moerun/dtype"
 )
 
-// Calibration is one link fitted to a measured collectives sweep, and the model's error on
-// every sample: how far the cost model is from what the backend does.
+// Calibration is one link (with a bulk regime when the sizes call for one) and a bandwidth
+// factor per collective fitted to a measured collectives sweep, and the model's error on
+// every sample with the link alone and with the factors: how far the cost model is from
+// what the backend does.
 type Calibration struct {
 	Link    costmodel.Link `json:"link"`
 	Rows    []CalRow       `json:"rows"`
 	MaxErr  float64        `json:"max_abs_error"`    // relative, over the rows
 	MedErr  float64        `json:"median_abs_error"` // relative
 	Samples int            `json:"samples"`
-	// OpBandwidth is each collective's factor of the link's bandwidth (costmodel.FitOps),
+	// OpBandwidth is each collective's factor of the link's bandwidth (costmodel.FitAll),
 	// and the errors with them.
 	OpBandwidth map[costmodel.Op]float64 `json:"op_bandwidth"`
 	MaxErrOp    float64                  `json:"max_abs_error_per_op"`
@@ -42,9 +44,9 @@ type CalRow struct {
 	ErrorOp       float64 `json:"error_per_op"`
 }
 
-// Calibrate reads a `worker collectives --json` file (the world group), fits one link to
-// the collectives of at least minBytes (where NCCL and the CPU backend run rings), and
-// predicts every sample of at least minBytes with it.
+// Calibrate reads a `worker collectives --json` file (the world group), fits a link and
+// the collectives' factors to the collectives of at least minBytes (costmodel.FitAll), and
+// predicts every sample of at least minBytes with them.
 func Calibrate(file string, minBytes int64) (*Calibration, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {

@@ -178,9 +178,6 @@ func join(ctx context.Context, cmd *cli.Command, p Place) (*Job, error) {
 	if ngpu > 0 {
 		p.Device = p.LocalRank % ngpu
 	}
-	if backend == "nccl" {
-		nccl.Warm(p.Device) // the CUDA context, while the rank reaches the store
-	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cmd.String("log-level"))); err != nil {
 		return nil, usagef("--log-level %q: expected debug, info, warn or error", cmd.String("log-level"))

@@ -212,6 +212,15 @@ func (m trackedMemory) Sync(ctx context.Context) error {
 	return err
 }
 
+// Download waits for the device too.
+func (m trackedMemory) Download(dst, src comm.Buffer) error {
+	err := m.Memory.Download(dst, src)
+	if err == nil {
+		m.t.synced()
+	}
+	return err
+}
+
 // collectiveOps maps comm.Intercept's names to the tracker's.
 var collectiveOps = map[string]opID{
 	"barrier": opBarrier, "all_gather": opAllGather, "all_gather_v": opAllGatherV, "reduce_scatter": opReduceScatter,

@@ -28,6 +28,7 @@ func (l *layerRun) save(dir string, weights bool) error {
 		if err := l.ops.Download(src, v); err != nil {
 			return safetensors.Tensor{}, err
 		}
+		l.job.Synced() // the download waited for the device
 		return encode(name, []int{t, cols}, v, dt, keepF32), nil
 	}
 	var ts []safetensors.Tensor

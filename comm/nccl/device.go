@@ -3,7 +3,6 @@ package nccl
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 
 	"github.com/moerun/moerun/comm"
@@ -23,22 +22,6 @@ var (
 	devMu   sync.Mutex
 	devices = map[int]*device{}
 )
-
-// Warm starts creating ordinal's context, stream and scratch (openDevice) on a thread of
-// its own and returns at once, so that the driver's context creation (a good part of a
-// rank's start-up) overlaps what the rank does before Open: connecting to the store,
-// exchanging NCCL's unique id. Open's own openDevice then waits for it (devMu) and only
-// makes the context current. An error is left for Open to meet again.
-func Warm(ordinal int) {
-	if ordinal < 0 {
-		return
-	}
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		_, _ = openDevice(ordinal) // an error is for Open to report
-	}()
-}
 
 // openDevice makes ordinal's primary context current on this thread and returns the
 // process's device record (created once).

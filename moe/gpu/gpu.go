@@ -50,6 +50,10 @@ var _ moe.Ops = (*Ops)(nil)
 // New compiles the kernels for dev's architecture (cached across runs) and binds cuBLAS to
 // stream, which every operation uses.
 func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
+	mma, ok := mmaKernels[os.Getenv("MOERUN_MMA_VARIANT")]
+	if !ok {
+		return nil, fmt.Errorf("gpu: MOERUN_MMA_VARIANT=%s: expected m2, m2h, nohint or nothing", os.Getenv("MOERUN_MMA_VARIANT"))
+	}
 	nv, err := cuda.LoadNVRTC()
 	if err != nil {
 		return nil, err
@@ -65,10 +69,6 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 	mod, err := dev.LoadModule(cubin)
 	if err != nil {
 		return nil, err
-	}
-	mma, ok := mmaKernels[os.Getenv("MOERUN_MMA_VARIANT")]
-	if !ok {
-		return nil, fmt.Errorf("gpu: MOERUN_MMA_VARIANT=%s: expected m2, m2h, nohint or nothing", os.Getenv("MOERUN_MMA_VARIANT"))
 	}
 	o := &Ops{dev: dev, stream: stream, mod: mod, fn: map[string]*cuda.Function{}, scratch: map[string]moe.Tensor{}, consts: map[string]deviceConst{}, cc: cc, mma: mma}
 	for _, k := range kernels {
@@ -599,8 +599,9 @@ const (
 // them back. Decode plans (counts on the device only) of tiles up to mmaMaxRows take the
 // tensor-core kernel, which reads each touched expert's weights once whatever its rows;
 // exact plans take it while no expert has more than mmaMaxRows rows (past that,
-// tensor-core arithmetic, which cuBLAS does better, is the cost). MOERUN_EXPERT_GEMM=cublas|gemv|mma forces one where it
-// applies (for comparisons); MOERUN_GEMV=0 is the older spelling of cublas.
+// tensor-core arithmetic, which cuBLAS does better, is the cost).
+// MOERUN_EXPERT_GEMM=cublas|gemv|mma forces one where it applies (for comparisons);
+// MOERUN_GEMV=0 is the older spelling of cublas.
 func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, hostCounts []float32) expertGEMM {
 	mmaOK, gemvOK := o.cc >= 80 && dt == dtype.BFloat16, useGEMV(p, dt, shapes[0][0], shapes[0][1])
 	for _, s := range shapes {
