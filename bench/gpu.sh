@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# moerun beside PyTorch on one GPU host with 2 GPUs: start-up, collectives and the MoE layer,
-# then bin/benchreport's comparison (comparison.md, comparison.json, PNG plots).
+# moerun beside PyTorch on one GPU host: start-up, collectives and the MoE layer over NP
+# ranks (one a GPU, EP = DP = NP), then bin/benchreport's comparison (comparison.md,
+# comparison.json, PNG plots).
 #
 # Runs on the GPU host, from any folder, with bin/ (make build on a machine with Go) and
 # .gpu/bench (mkdir -p .gpu && cp -r ../shared/bench .gpu/) carried along; needs no Go.
 # Usage: bench/gpu.sh [OUTDIR]   (default: $OUT if set, else ./bench-out)
-# Environment: PRESETS (default "mixtral qwen3-30b-a3b deepseek-v3"), TOKENS (default
+# Environment: NP (ranks, default 2: at most the host's GPUs), PRESETS (default "mixtral
+# qwen3-30b-a3b deepseek-v3"), TOKENS (default
 # 1,16,128,1024,4096), COLL_FLAGS (our collectives sweep, default: torch's sizes and type),
 # BUDGET_S (seconds for the whole script, default 570: every step's timeout is cut to fit),
 # RUN_FLAGS (more flags for our MoE runs, e.g. "--graph off").
@@ -14,13 +16,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+me=bench/gpu.sh
 outdir=${1:-${OUT:-./bench-out}}
+np=${NP:-2}
+if ! [[ $np =~ ^[1-9][0-9]*$ ]]; then
+  echo "$me: NP=$np: expected a number of ranks (one a GPU)" >&2
+  exit 1
+fi
 presets=${PRESETS:-mixtral qwen3-30b-a3b deepseek-v3}
 tokens=${TOKENS:-1,16,128,1024,4096}
 # coll_bench.py's sizes (8 KiB … 1 GiB) are all powers of two: -f 2 from 8K to 1G has each.
 coll_flags=${COLL_FLAGS:--b 8K -e 1G -f 2 -d bf16 -n 50 -w 5}
 budget=${BUDGET_S:-570}
-me=bench/gpu.sh
 
 missing=()
 for b in bin/launch bin/worker bin/benchreport; do
@@ -97,33 +104,33 @@ step host 30 "$outdir/host.txt" bash -c 'nvidia-smi -L && echo && nvidia-smi top
 # sweep; torchrun: READY after its first all_reduce). benchreport does the arithmetic.
 # Each launcher runs once untimed first: the first GPU job on a fresh machine reads its
 # libraries from a cold file cache (ours measured 1.49 s there, 1.09-1.16 s after).
-step startup-warmup 120 "" bash -c 'bin/launch -np 2 bin/worker --backend nccl collectives -b 8K -e 8K --ops all_reduce -n 1 -w 0 >/dev/null &&
-  python3 -m torch.distributed.run --nproc-per-node 2 bench/torch_startup.py >/dev/null'
+step startup-warmup 120 "" bash -c 'bin/launch -np "$1" bin/worker --backend nccl collectives -b 8K -e 8K --ops all_reduce -n 1 -w 0 >/dev/null &&
+  python3 -m torch.distributed.run --nproc-per-node "$1" bench/torch_startup.py >/dev/null' _ "$np"
 date +%s.%N >"$outdir/startup-moerun-start.txt"
-step startup-moerun 60 "" bin/launch -np 2 bin/worker --backend nccl collectives \
+step startup-moerun 60 "" bin/launch -np $np bin/worker --backend nccl collectives \
   -b 8K -e 8K -f 2 --ops all_reduce -d bf16 -n 1 -w 0 --json "$outdir/startup-moerun.json"
 date +%s.%N >"$outdir/startup-moerun-end.txt"
 date +%s.%N >"$outdir/startup-torch-start.txt"
-step startup-torch 90 "$outdir/startup-torch.txt" python3 -m torch.distributed.run --nproc-per-node 2 bench/torch_startup.py
+step startup-torch 90 "$outdir/startup-torch.txt" python3 -m torch.distributed.run --nproc-per-node $np bench/torch_startup.py
 
 # 3, 4. Collectives: ours, then torch.distributed's.
 # shellcheck disable=SC2086 # coll_flags is a list of flags
-step collectives 150 "" bin/launch -np 2 bin/worker --backend nccl collectives $coll_flags --json "$outdir/collectives.json"
-step coll_bench 150 "$outdir/coll_bench.txt" python3 -m torch.distributed.run --nproc-per-node 2 .gpu/bench/coll_bench.py
+step collectives 150 "" bin/launch -np $np bin/worker --backend nccl collectives $coll_flags --json "$outdir/collectives.json"
+step coll_bench 150 "$outdir/coll_bench.txt" python3 -m torch.distributed.run --nproc-per-node $np .gpu/bench/coll_bench.py
 
 # 5. Our MoE layer, laid out as moe_ref.py's (EP = DP = 2), and one chunked row per preset.
 # The chunked row is compared with the unchunked one at 4096 tokens per rank.
 for p in $presets; do
-  step "moe-$p" 150 "" bin/launch -np 2 --dp 2 --ep bin/worker --backend nccl run --preset "$p" --match-ref \
+  step "moe-$p" 150 "" bin/launch -np $np --dp $np --ep bin/worker --backend nccl run --preset "$p" --match-ref \
     --tokens "$tokens" --iters 20 --warmup 3 ${RUN_FLAGS:-} --json "$outdir/moe-$p.json"
   if [[ ,$tokens, == *,4096,* ]]; then
-    step "moe-$p-chunk256" 90 "" bin/launch -np 2 --dp 2 --ep bin/worker --backend nccl run --preset "$p" --match-ref \
+    step "moe-$p-chunk256" 90 "" bin/launch -np $np --dp $np --ep bin/worker --backend nccl run --preset "$p" --match-ref \
       --chunk 256 --tokens 4096 --iters 20 --warmup 3 ${RUN_FLAGS:-} --json "$outdir/moe-$p-chunk256.json"
   fi
 done
 
 # 6. PyTorch's MoE layer on the same presets and token counts.
-step moe_ref 240 "$outdir/moe_ref.txt" python3 -m torch.distributed.run --nproc-per-node 2 .gpu/bench/moe_ref.py \
+step moe_ref 240 "$outdir/moe_ref.txt" python3 -m torch.distributed.run --nproc-per-node $np .gpu/bench/moe_ref.py \
   --configs "$(echo $presets | tr ' ' ',')" --tokens "$tokens"
 
 # 7. The comparison (also printed).

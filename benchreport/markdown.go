@@ -106,7 +106,11 @@ func (r Report) collMarkdown(b *strings.Builder) {
 
 func (r Report) startupMarkdown(b *strings.Builder) {
 	s := r.Startup
-	b.WriteString("## (c) Start-up, 2 ranks\n\n")
+	b.WriteString("## (c) Start-up")
+	if r.Collectives.Ranks > 0 { // the same launch size as the sweep's in bench/gpu.sh
+		fmt.Fprintf(b, ", %d ranks", r.Collectives.Ranks)
+	}
+	b.WriteString("\n\n")
 	if s.Moerun == nil && s.Torch == nil {
 		fmt.Fprintf(b, "No start-up comparison: %s.\n\n", orNone(s.Missing))
 		return
