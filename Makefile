@@ -36,7 +36,7 @@ lint:
 bench-cpu: build
 	bench/cpu-vs-openmpi.sh 4 64M 3
 
-# moerun beside PyTorch on a GPU host with 2 GPUs (bench/gpu.sh; OUT=DIR, PRESETS, TOKENS).
+# moerun beside PyTorch on a GPU host (bench/gpu.sh; OUT=DIR, NP (default 2), PRESETS, TOKENS).
 # The GPU hosts have no Go: build here (make build), carry bin/ and .gpu/bench there, run
 # it there. So this target does not build.
 bench-gpu:
