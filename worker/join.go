@@ -100,7 +100,7 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opt
 		Rank: p.Rank, Size: p.World, Store: j.Store, Namespace: "moerun",
 		Host: host, Timeout: p.Timeout, Logger: logger, Device: p.Device, Token: p.Token,
 	})
-	if err = j.progress.leave(tok, err); err != nil {
+	if err = j.progress.leaveDone(tok, err); err != nil {
 		return nil, err
 	}
 	j.progress.async = comm.MemoryOf(world) != nil // device memory: NCCL's collectives are enqueued

@@ -133,14 +133,22 @@ func (t *tracker) enter(ctx context.Context, op opID, g groupID) (uint64, error)
 	}
 }
 
-// leave marks the collective entered as tok finished when it succeeded. A failed one leaves
-// the rank inside it: that is where it was waiting. When the launcher watches, a deadline
-// is marked as a waitTimeout, so that Main waits for the launcher's diagnosis.
+// leave marks the collective entered as tok finished when it succeeded — on an async
+// backend, pending until synced. A failed one leaves the rank inside it: that is where it
+// was waiting. When the launcher watches, a deadline is marked as a waitTimeout, so that
+// Main waits for the launcher's diagnosis.
 func (t *tracker) leave(tok uint64, err error) error {
+	if err == nil && t.async {
+		return nil // enqueued: pending until synced
+	}
+	return t.leaveDone(tok, err)
+}
+
+// leaveDone is leave for a call that returns only once it is complete on every backend
+// (the world's set-up, a split, a barrier).
+func (t *tracker) leaveDone(tok uint64, err error) error {
 	if err == nil {
-		if !t.async {
-			t.state.CompareAndSwap(tok, tok&^inBit) // unless another goroutine entered one since
-		}
+		t.state.CompareAndSwap(tok, tok&^inBit) // unless another goroutine entered one since
 		return nil
 	}
 	if t.watched && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) {
@@ -233,6 +241,9 @@ func (t *tracker) hook(g groupID) comm.Hook {
 		if err != nil {
 			return err
 		}
+		if op == "barrier" { // returns once every rank has entered it, on every backend
+			return t.leaveDone(tok, call(ctx))
+		}
 		return t.leave(tok, call(ctx))
 	}
 }
@@ -243,7 +254,7 @@ func (c tracked) Split(ctx context.Context, color, key int) (comm.Communicator, 
 		return nil, err
 	}
 	sub, err := c.Communicator.Split(ctx, color, key)
-	return sub, c.t.leave(tok, err)
+	return sub, c.t.leaveDone(tok, err)
 }
 
 // heartbeat publishes a tracker's record under the rank's key every period, through a store

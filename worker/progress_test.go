@@ -283,5 +283,13 @@ func TestTrackerAsyncPending(t *testing.T) {
 		if r := tr.record(); r.In || r.Seq != 1 {
 			t.Errorf("async %v: after a sync %+v, want outside collective #1", async, r)
 		}
+		// A barrier (and a split, the set-up) is complete when its call returns.
+		hook := tr.hook(groupWorld)
+		if err := hook(context.Background(), "barrier", func(context.Context) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if r := tr.record(); r.In || r.Seq != 2 || r.Op != "barrier" {
+			t.Errorf("async %v: after a barrier %+v, want outside #2", async, r)
+		}
 	}
 }
