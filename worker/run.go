@@ -319,6 +319,12 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		return fmt.Errorf("rank %d: %w", p.Rank, err)
 	}
 	defer runner.Close()
+	// The weights are made on the device; wait for them (and anything the runner's set-up
+	// enqueued) before the host's long steps, so no collective stays pending through them.
+	if err := ops.Sync(); err != nil {
+		return err
+	}
+	j.Synced()
 	var ref *moe.Reference
 	if cmd.Bool("check") {
 		if ref, err = moe.NewReference(cfg, seed); err != nil {
