@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The GPU path's correctness on one host in one command: `worker run --check` over every
+# layout of NP ranks (uneven tokens per DP rank, chunk sizes 1 and 256) for each preset,
+# then naive dispatch + combine time at 128 tokens per rank with EP = DP = NP.
+#
+# Usage: bench/validate.sh [OUTDIR]   (default: $OUT/validate if OUT is set, else ./validate-out)
+# Environment: NP (ranks, one a GPU; default: the GPUs nvidia-smi lists, else 2), BACKEND
+# (default nccl; tcp runs the same on the CPU), PRESETS (default "mixtral qwen3-30b-a3b
+# deepseek-v3"), BUDGET_S (seconds for the whole script, default 560: each run's timeout is
+# cut to fit).
+# Prints a line per run as it ends (layout, preset, tokens, chunk, result, max abs error,
+# seconds) and writes the same to OUTDIR/summary.md and, as JSON, OUTDIR/summary.json; each
+# run's output is in OUTDIR/<n>.log. Exits 1 if any run failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+me=bench/validate.sh
+outdir=${1:-${OUT:+$OUT/validate}}
+outdir=${outdir:-./validate-out}
+backend=${BACKEND:-nccl}
+presets=${PRESETS:-mixtral qwen3-30b-a3b deepseek-v3}
+budget=${BUDGET_S:-560}
+np=${NP:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}
+[[ $np =~ ^[1-9][0-9]*$ ]] || np=2
+for b in bin/launch bin/worker; do
+  [[ -x $b ]] || { echo "$me: $b missing: run 'make build' on a machine with Go and carry bin/ here" >&2; exit 1; }
+done
+[[ $backend == nccl ]] && export NCCL_NVLS_ENABLE=0 # the hosts need NVLink SHARP off (GPU.md)
+mkdir -p "$outdir"
+rm -f "$outdir"/*.log "$outdir"/summary.md "$outdir"/summary.json
+
+# Layouts by world size: "flags|DP ranks" (the issue's list at 4 and 8, every kind at 2).
+case $np in
+  1) layouts=("|1") ;;
+  2) layouts=("--tp 2|1" "--dp 2 --ep|2" "--dp 2|2" "--pcp 2|1") ;;
+  4) layouts=("--tp 2 --dp 2 --ep|2" "--dp 4 --ep|4" "--tp 4|1" "--tp 2 --pcp 2|1") ;;
+  8) layouts=("--tp 2 --dp 4 --ep|4" "--dp 8 --ep|8" "--tp 8|1" "--tp 2 --pcp 2 --dp 2|2") ;;
+  *) layouts=("--dp $np --ep|$np" "--tp $np|1") ;;
+esac
+
+# uneven DP: one count per DP rank, no two alike, a decode-sized and a prefill-sized rank;
+# one DP rank gets the prefill size (chunk 1 runs every token through the decode path).
+uneven() {
+  local dp=$1 out="" i
+  ((dp == 1)) && { echo 300; return; }
+  local sizes=(3 300 17 129 1 64 250 9)
+  for ((i = 0; i < dp; i++)); do out+="${out:+,}${sizes[i % 8]}"; done
+  echo "$out"
+}
+
+now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
+t0=$(now_us)
+n=0 failed=0
+echo "| layout | preset | tokens per DP rank | chunk | result | max abs err | s |" >"$outdir/summary.md"
+echo "|---|---|---|---:|---|---:|---:|" >>"$outdir/summary.md"
+json=()
+for l in "${layouts[@]}"; do
+  flags=${l%|*} dp=${l#*|}
+  tokens=$(uneven "$dp")
+  for p in $presets; do
+    for chunk in 256 1; do
+      n=$((n + 1))
+      left=$((budget - ($(now_us) - t0) / 1000000))
+      log="$outdir/$n.log"
+      start=$(now_us)
+      if ((left < 15)); then
+        res="SKIPPED (budget spent)" err="" rc=1
+      else
+        # shellcheck disable=SC2086 # flags is a list of flags
+        timeout -k 10 $((left < 300 ? left : 300)) bin/launch -np "$np" $flags bin/worker --backend "$backend" run \
+          --preset "$p" --tokens-per-rank "$tokens" --chunk "$chunk" --iters 1 --warmup 0 --check >"$log" 2>&1
+        rc=$?
+        err=$(grep -o 'max abs err [0-9.e-]*' "$log" | head -1 | awk '{print $4}')
+        if ((rc == 0)) && grep -q 'check OK' "$log"; then res=OK; else res="FAILED (exit $rc, see $n.log)"; fi
+      fi
+      secs=$(( ($(now_us) - start) / 100000 ))
+      secs="$((secs / 10)).$((secs % 10))"
+      [[ $res == OK ]] || failed=$((failed + 1))
+      line="| ${flags:-(one rank)} | $p | $tokens | $chunk | $res | ${err:--} | $secs |"
+      echo "$line" | tee -a "$outdir/summary.md"
+      json+=("{\"run\":$n,\"np\":$np,\"layout\":\"${flags}\",\"preset\":\"$p\",\"tokens_per_rank\":\"$tokens\",\"chunk\":$chunk,\"ok\":$([[ $res == OK ]] && echo true || echo false),\"max_abs_err\":${err:-null},\"seconds\":$secs}")
+    done
+  done
+done
+
+# Naive dispatch + combine at 128 tokens per rank, EP = DP = NP (rank 0's profile pass).
+echo >>"$outdir/summary.md"
+echo "| preset (EP = DP = $np, 128 tokens per rank) | dispatch all-gather-v ms | combine reduce-scatter-v ms | sum ms |" >>"$outdir/summary.md"
+echo "|---|---:|---:|---:|" >>"$outdir/summary.md"
+if ((np > 1)); then
+  for p in $presets; do
+    log="$outdir/dispatch-$p.log"
+    left=$((budget - ($(now_us) - t0) / 1000000))
+    ((left >= 15)) || { echo "| $p | skipped: budget spent | | |" | tee -a "$outdir/summary.md"; continue; }
+    timeout -k 10 $((left < 120 ? left : 120)) bin/launch -np "$np" --dp "$np" --ep bin/worker --backend "$backend" run \
+      --preset "$p" --match-ref --tokens 128 --iters 20 --warmup 3 --phases >"$log" 2>&1
+    read -r ag rs < <(grep -m1 'phases, ms:' "$log" | awk '{for (i = 1; i < NF; i++) {if ($i == "all_gather_v") a = $(i + 1); if ($i == "reduce_scatter_v") r = $(i + 1)} print (a == "" ? "-" : a), (r == "" ? "-" : r)}')
+    sum=$(awk -v a="$ag" -v r="$rs" 'BEGIN {if (a == "-" || r == "-") print "-"; else printf "%.3f", a + r}')
+    echo "| $p | $ag | $rs | $sum |" | tee -a "$outdir/summary.md"
+    json+=("{\"dispatch_combine\":\"$p\",\"np\":$np,\"all_gather_v_ms\":${ag/-/null},\"reduce_scatter_v_ms\":${rs/-/null}}")
+  done
+fi
+(IFS=,; echo "[${json[*]}]") >"$outdir/summary.json"
+echo "$me: $((n - failed)) of $n --check runs passed on $np ranks ($backend); summary in $outdir/summary.md"
+((failed == 0))
