@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moerun/moerun/internal/atomicfile"
 	"github.com/moerun/moerun/internal/cliexit"
 	"io"
 	"os"
@@ -75,7 +76,8 @@ func run(results, out string, asJSON bool, stdout io.Writer) error {
 		return fmt.Errorf("encode the JSON comparison: %w", err)
 	}
 	for name, buf := range map[string]*bytes.Buffer{FileMarkdown: &md, FileJSON: &js} {
-		if err := writeAtomic(filepath.Join(out, name), bytes.NewReader(buf.Bytes())); err != nil {
+		// A reader, not buf itself: buf is printed again below.
+		if err := atomicfile.Write(filepath.Join(out, name), writeTo(bytes.NewReader(buf.Bytes()))); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/moerun/moerun/internal/jsonpos"
 	"io"
 	"io/fs"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/moerun/moerun/internal/jsonpos"
 )
 
 // File names in a results folder (see the package doc).

@@ -6,7 +6,6 @@ import (
 	"image/color"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -17,6 +16,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/moerun/moerun/internal/atomicfile"
 )
 
 // Plot sizes and resolution.
@@ -66,7 +67,7 @@ func WritePlots(r Report, dir string, opts ...PlotOption) ([]string, error) {
 			continue
 		}
 		name := "moe-" + safeName(p) + ".png"
-		if err := writeAtomic(filepath.Join(dir, name), c); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, name), writeTo(c)); err != nil {
 			return written, err
 		}
 		written = append(written, name)
@@ -76,7 +77,7 @@ func WritePlots(r Report, dir string, opts ...PlotOption) ([]string, error) {
 		return written, fmt.Errorf("plot collectives: %w", err)
 	}
 	if c != nil {
-		if err := writeAtomic(filepath.Join(dir, FileCollectivesPNG), c); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, FileCollectivesPNG), writeTo(c)); err != nil {
 			return written, err
 		}
 		written = append(written, FileCollectivesPNG)
@@ -322,30 +323,7 @@ func shortBytes(v float64) string {
 	return fmt.Sprint(n)
 }
 
-// writeAtomic writes through a temporary file in the same folder and renames it into
-// place, so that a failure never leaves half a file.
-func writeAtomic(path string, w io.WriterTo) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	if _, err := w.WriteTo(f); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+// writeTo adapts a canvas (an io.WriterTo) to atomicfile.Write.
+func writeTo(c io.WriterTo) func(io.Writer) error {
+	return func(w io.Writer) error { _, err := c.WriteTo(w); return err }
 }

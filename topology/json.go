@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/moerun/moerun/internal/jsonpos"
 	"io"
 	"io/fs"
 	"os"
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/moerun/moerun/internal/jsonpos"
 )
 
 // shipped holds the topologies of machines we do not have (see Shipped).

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/moerun/moerun/commbench"
 	"github.com/moerun/moerun/cuda"
 	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/internal/atomicfile"
 	"github.com/moerun/moerun/rank"
 	"github.com/moerun/moerun/rendezvous"
 	"github.com/moerun/moerun/worker/progress"
@@ -374,7 +374,7 @@ func runCollectives(ctx context.Context, cmd *cli.Command) error {
 		}
 		fmt.Fprintf(out, "# out of bounds values : %d %s\n", wrong, map[bool]string{true: "OK", false: "FAILED"}[wrong == 0])
 		if jsonPath != "" {
-			if err := writeFileAtomic(jsonPath, func(w io.Writer) error { return writeJSON(w, reports) }); err != nil {
+			if err := atomicfile.Write(jsonPath, func(w io.Writer) error { return writeJSON(w, reports) }); err != nil {
 				return err
 			}
 		}
@@ -448,30 +448,6 @@ func parseGroups(s string) ([]string, error) {
 
 // ParseBytes reads a size such as 8, 64K, 16M or 1G (commbench.ParseBytes).
 func ParseBytes(s string) (int64, error) { return commbench.ParseBytes(s) }
-
-// writeFileAtomic writes through a temporary file in the same directory and renames it
-// into place, so that a failure never leaves a half-written file.
-func writeFileAtomic(path string, write func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	if err := write(f); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/moerun/moerun/costmodel"
+	"github.com/moerun/moerun/internal/atomicfile"
 	"github.com/moerun/moerun/moe"
 	"github.com/moerun/moerun/rank"
 	"github.com/moerun/moerun/topology"
@@ -89,7 +90,7 @@ func predictLayer(cmd *cli.Command, cfg moe.Config) error {
 		report.Rows = append(report.Rows, predictedForward{Tokens: tokens, Phases: phases, TotalMs: 1e3 * total, Slowest: slowest})
 	}
 	if path := cmd.String("json"); path != "" {
-		return writeFileAtomic(path, func(w io.Writer) error { return writeJSON(w, report) })
+		return atomicfile.Write(path, func(w io.Writer) error { return writeJSON(w, report) })
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/moerun/moerun/costmodel"
 	"github.com/moerun/moerun/cuda"
 	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/internal/atomicfile"
 	"github.com/moerun/moerun/moe"
 	"github.com/moerun/moerun/moe/cpu"
 	"github.com/moerun/moerun/moe/gpu"
@@ -418,7 +419,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		}
 	}
 	if p.Rank == 0 && cmd.String("json") != "" {
-		return writeFileAtomic(cmd.String("json"), func(w io.Writer) error { return writeJSON(w, report) })
+		return atomicfile.Write(cmd.String("json"), func(w io.Writer) error { return writeJSON(w, report) })
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/internal/atomicfile"
 	"github.com/moerun/moerun/moe"
 	"github.com/moerun/moerun/safetensors"
 )
@@ -64,7 +65,7 @@ func (l *layerRun) save(dir string, weights bool) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "config.json"), func(w io.Writer) error { _, err := w.Write(append(cfgJSON, '\n')); return err }); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "config.json"), func(w io.Writer) error { _, err := w.Write(append(cfgJSON, '\n')); return err }); err != nil {
 		return err
 	}
 	return saveWeights(filepath.Join(dir, "weights.safetensors"), c, l.seed, meta)
