@@ -55,7 +55,12 @@ ms_gpu() {
   if [ "$f" = held ]; then echo " (GPUs still held 10 s later)"; else echo " (GPUs free after $(ms $1 $f) ms)"; fi
 }
 last=$((np - 1)) # the rank every fault hits (pgrep lists the workers in spawn order)
-row() { rows+=("$1|$2|$3|$4"); echo "faults.sh: $1: $3 ms, exit $4" >&2; }
+# row FAULT WHAT MS EXIT: one row of the table, printed at once with what the launcher
+# said about the fault (its own "launch:" lines, the first six).
+row() {
+  rows+=("$1|$2|$3|$4"); echo "faults.sh: $1: $3 ms, exit $4" >&2
+  grep -E '^launch:' /tmp/faults.$$.log 2>/dev/null | head -6 | sed 's/^/faults.sh:     /' >&2 || true
+}
 
 start_job bin/launch -np $np "${long[@]}"
 t0=$(now); kill -KILL ${W[$last]}; wait $L && code=0 || code=$?; t1=$(gone $L "${W[@]}")

@@ -177,10 +177,12 @@ type StartupSection struct {
 
 // StartupRow is one launcher's start-up.
 type StartupRow struct {
-	Seconds float64  `json:"seconds"`
-	How     string   `json:"how"`
-	Targets []Target `json:"targets"`
-	Verdict string   `json:"verdict"`
+	Seconds float64 `json:"seconds"`
+	// FirstCollectiveSeconds: ours, to a first collective done on every rank.
+	FirstCollectiveSeconds *float64 `json:"first_collective_seconds,omitempty"`
+	How                    string   `json:"how"`
+	Targets                []Target `json:"targets"`
+	Verdict                string   `json:"verdict"`
 }
 
 func ptr(v float64) *float64 { return &v }
@@ -570,7 +572,7 @@ func compareStartup(in Inputs) StartupSection {
 	var sec StartupSection
 	sec.Missing = joinMissing(prefixed("ours: ", in.Missing["startup-moerun"]), prefixed("torchrun: ", in.Missing["startup-torch"]))
 	if s := in.Startup.MoerunS; s != nil {
-		sec.Moerun = &StartupRow{Seconds: *s, How: in.Startup.MoerunHow}
+		sec.Moerun = &StartupRow{Seconds: *s, How: in.Startup.MoerunHow, FirstCollectiveSeconds: in.Startup.MoerunFirstS}
 		sec.Moerun.Targets = []Target{newTarget(fmt.Sprintf("≤ %g s", StartupLimitS), *s, StartupLimitS, false, false)}
 		sec.Moerun.Verdict = verdict(sec.Moerun.Targets)
 	}

@@ -135,21 +135,24 @@ type CollResult struct {
 
 // CollReport is one communicator's sweep (commbench.Report).
 type CollReport struct {
-	Backend    string       `json:"backend"`
-	Layout     string       `json:"layout"`
-	Group      string       `json:"group"`
-	Ranks      int          `json:"ranks"`
-	Results    []CollResult `json:"results"`
-	ReadyUnixS float64      `json:"ready_unix_s"`
+	Backend string       `json:"backend"`
+	Layout  string       `json:"layout"`
+	Group   string       `json:"group"`
+	Ranks   int          `json:"ranks"`
+	Results []CollResult `json:"results"`
+	// When every rank had its communicators, and when a first collective had completed
+	// after that (Unix seconds; 0: not written).
+	CommsReadyUnixS float64 `json:"comms_ready_unix_s"`
+	ReadyUnixS      float64 `json:"ready_unix_s"`
 }
 
-// CollFile is a `bin/worker collectives --json` file: the world's sweep, and when every
-// communicator of rank 0 was ready (0: not written).
+// CollFile is a `bin/worker collectives --json` file: the world's sweep, when every rank
+// had its communicators and when a first collective had completed (0: not written).
 type CollFile struct {
-	File       string
-	World      CollReport
-	Others     int // reports of other groups, ignored
-	ReadyUnixS float64
+	File                        string
+	World                       CollReport
+	Others                      int // reports of other groups, ignored
+	CommsReadyUnixS, ReadyUnixS float64
 }
 
 // TorchColl is one line of coll_bench.py. Its size is the whole (gathered) array, as ours.
@@ -162,9 +165,11 @@ type TorchColl struct {
 }
 
 // Startup holds the seconds from launch to a ready communicator; nil where unknown.
+// MoerunFirstS is ours to a first collective completed after that (NCCL connects peers
+// in the first collective that needs them), the point torchrun's READY marks.
 type Startup struct {
-	MoerunS, TorchS     *float64
-	MoerunHow, TorchHow string // what was measured
+	MoerunS, MoerunFirstS, TorchS *float64
+	MoerunHow, TorchHow           string // what was measured
 }
 
 // Inputs is everything read from one results folder; a nil or empty field is a missing
@@ -233,9 +238,10 @@ func ParseCollectives(name string, r io.Reader) (*CollFile, error) {
 	}
 	var reports []CollReport
 	var top struct {
-		ReadyUnixS float64          `json:"ready_unix_s"`
-		Reports    []CollReport     `json:"reports"`
-		Results    *json.RawMessage `json:"results"`
+		CommsReadyUnixS float64          `json:"comms_ready_unix_s"`
+		ReadyUnixS      float64          `json:"ready_unix_s"`
+		Reports         []CollReport     `json:"reports"`
+		Results         *json.RawMessage `json:"results"`
 	}
 	trimmed := bytes.TrimSpace(data)
 	switch {
@@ -262,9 +268,10 @@ func ParseCollectives(name string, r io.Reader) (*CollFile, error) {
 	default:
 		return fail(errors.New("not a JSON list or object"))
 	}
-	f := &CollFile{File: name, ReadyUnixS: top.ReadyUnixS}
+	f := &CollFile{File: name, CommsReadyUnixS: top.CommsReadyUnixS, ReadyUnixS: top.ReadyUnixS}
 	found := false
 	for _, rep := range reports {
+		f.CommsReadyUnixS = max(f.CommsReadyUnixS, rep.CommsReadyUnixS)
 		f.ReadyUnixS = max(f.ReadyUnixS, rep.ReadyUnixS)
 		if !found && (rep.Group == "world" || rep.Group == "") {
 			f.World, found = rep, true
@@ -541,9 +548,13 @@ func loadStartup(in *Inputs, path func(string) string) error {
 		switch {
 		case c == nil:
 			in.Missing["startup-moerun"] = "no " + FileMoerunStartup + " (did the launch fail? see startup-moerun.log)"
+		case c.CommsReadyUnixS > 0 && c.ReadyUnixS > 0:
+			s, first := c.CommsReadyUnixS-start, c.ReadyUnixS-start
+			in.Startup.MoerunS, in.Startup.MoerunHow = &s, "bin/launch started → every communicator of every rank set up (comms_ready_unix_s)"
+			in.Startup.MoerunFirstS = &first
 		case c.ReadyUnixS > 0:
 			s := c.ReadyUnixS - start
-			in.Startup.MoerunS, in.Startup.MoerunHow = &s, "bin/launch started → every communicator of rank 0 ready (ready_unix_s)"
+			in.Startup.MoerunS, in.Startup.MoerunHow = &s, "bin/launch started → every communicator ready and a first collective done (ready_unix_s)"
 		case end > 0:
 			s := end - start
 			in.Startup.MoerunS, in.Startup.MoerunHow = &s, "bin/launch started → exited after a one-row sweep (an upper bound: "+FileMoerunStartup+" has no ready_unix_s)"

@@ -254,6 +254,9 @@ func TestLoadStartup(t *testing.T) {
 		how           string
 	}{
 		{"startup.json", map[string]string{FileStartup: `{"moerun_s": 0.9, "torch_s": 7.8}`, FileMoerunStart: "1"}, 0.9, 7.8, "from startup.json"},
+		{"comms_ready_unix_s: ready, then a first collective", map[string]string{
+			FileMoerunStart: "100", FileMoerunStartup: `[{"group": "world", "results": [], "comms_ready_unix_s": 100.75, "ready_unix_s": 101.0}]`,
+			FileTorchStart: "200", FileTorchStartup: "READY 207.5\n"}, 0.75, 7.5, "comms_ready_unix_s"},
 		{"no ready_unix_s: until exit", map[string]string{
 			FileMoerunStart: "100.5", FileMoerunStartup: `[{"group": "world", "results": []}]`, FileMoerunEnd: "102.0",
 			FileTorchStart: "200", FileTorchStartup: "READY 207.5\n"}, 1.5, 7.5, "upper bound"},
@@ -279,6 +282,9 @@ func TestLoadStartup(t *testing.T) {
 			check("torch", s.TorchS, tc.torch, in.Missing["startup-torch"])
 			if tc.how != "" && !strings.Contains(s.MoerunHow, tc.how) {
 				t.Errorf("how %q, want %q in it", s.MoerunHow, tc.how)
+			}
+			if first := s.MoerunFirstS; strings.Contains(tc.how, "comms_ready") != (first != nil) || first != nil && !near(*first, 1.0) {
+				t.Errorf("first collective %v", first)
 			}
 		})
 	}

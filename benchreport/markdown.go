@@ -123,6 +123,9 @@ func (r Report) startupMarkdown(b *strings.Builder) {
 	if s.Moerun != nil {
 		t.add("moerun", fmt.Sprintf("%.2f", s.Moerun.Seconds), s.Moerun.How, orDash(s.Moerun.Verdict))
 	}
+	if s.Moerun != nil && s.Moerun.FirstCollectiveSeconds != nil {
+		t.add("moerun", fmt.Sprintf("%.2f", *s.Moerun.FirstCollectiveSeconds), "bin/launch started → a first collective (a barrier) done on every rank after that: NCCL connects peers in it", "—")
+	}
 	if s.Torch != nil {
 		t.add("torchrun", fmt.Sprintf("%.2f", s.Torch.Seconds), s.Torch.How, "—")
 	}

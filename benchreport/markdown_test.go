@@ -50,7 +50,7 @@ func TestMarkdown(t *testing.T) {
 		{[]string{"all_gather", "128 MiB"}, []string{"312.1", "298.3", "215.0", "225.0", "0.96", "missed by 1.5% (busbw ≥ 97% of PyTorch)"}},
 		{[]string{"all_gather_v", "8 KiB"}, []string{"13.9", "—", "0.295", "—", "—", "missed by 37.4% (time ≤ 1.1×all_gather)"}},
 		{[]string{"reduce_scatter", "64 KiB"}, []string{"7.5", "47.4", "4.37", "0.691", "6.32", "—"}},
-		{[]string{"moerun"}, []string{"0.85", "bin/launch started → every communicator of rank 0 ready (ready_unix_s)", "met"}},
+		{[]string{"moerun"}, []string{"0.85", "bin/launch started → every communicator ready and a first collective done (ready_unix_s)", "met"}},
 		{[]string{"torchrun"}, []string{"7.81", "torchrun started → first all_reduce done (READY)", "—"}},
 	} {
 		got := tableRow(t, md, tc.row...)[len(tc.row):]

@@ -211,7 +211,9 @@ type Report struct {
 	Ranks   int      `json:"ranks"`
 	Options any      `json:"options"`
 	Results []Result `json:"results"`
-	// ReadyUnix is when every communicator of every rank was ready (Unix seconds; 0 if
-	// unknown): the start-up time, measured from the launch.
-	ReadyUnix float64 `json:"ready_unix_s,omitempty"`
+	// CommsReadyUnix is when every rank had set up every communicator, ReadyUnix when a
+	// first collective had completed after that (Unix seconds; 0 if unknown): the
+	// start-up times, measured from the launch (worker.Job).
+	CommsReadyUnix float64 `json:"comms_ready_unix_s,omitempty"`
+	ReadyUnix      float64 `json:"ready_unix_s,omitempty"`
 }

@@ -363,7 +363,7 @@ func runCollectives(ctx context.Context, cmd *cli.Command) error {
 		if err != nil {
 			return fmt.Errorf("rank %d: %s group: %w", j.Place.Rank, g, err)
 		}
-		reports = append(reports, commbench.Report{Backend: j.Backend, Layout: j.Place.Layout.String(), Group: g, Ranks: c.Size(), Options: opt, Results: results, ReadyUnix: j.ReadyUnix})
+		reports = append(reports, commbench.Report{Backend: j.Backend, Layout: j.Place.Layout.String(), Group: g, Ranks: c.Size(), Options: opt, Results: results, CommsReadyUnix: j.CommsReadyUnix, ReadyUnix: j.ReadyUnix})
 	}
 	if j.Place.Rank == 0 {
 		var wrong int64

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/moerun/moerun/comm"
@@ -22,8 +23,12 @@ type Job struct {
 	World   comm.Communicator
 	groups  map[rank.GroupKind]comm.Communicator
 	server  *rendezvous.Server // the store this process serves (rank 0 under mpirun/Slurm, or alone)
-	// ReadyUnix is when every communicator of every rank was ready (Unix seconds).
-	ReadyUnix float64
+	// CommsReadyUnix is when the last rank had every communicator set up (Unix seconds,
+	// rank 0's view: each rank publishes its time in the store; a rank's own time without
+	// a store). ReadyUnix is when a first collective over the world, a barrier, had
+	// completed after that: NCCL connects peers lazily, in the first collective that
+	// needs them, so this is the point a torchrun job reaches with its first all-reduce.
+	CommsReadyUnix, ReadyUnix float64
 
 	progress *tracker   // every collective of World and the groups counts here
 	beat     *heartbeat // publishes progress to the store; nil when nobody watches
@@ -127,13 +132,38 @@ func Join(ctx context.Context, p Place, backend string, logger *slog.Logger, opt
 		j.groups[kind] = j.progress.wrap(g, groupOf(kind))
 		logger.Info("group communicator ready", "rank", p.Rank, "group", kind, "size", g.Size(), "took", time.Since(t))
 	}
-	// Ready once every rank is: the start-up time users compare with torchrun's.
+	commsReady := time.Now()
+	j.CommsReadyUnix = unixSeconds(commsReady)
+	if j.Store != nil {
+		if err := j.Store.Set(wctx, commsReadyKey(p.Rank), []byte(strconv.FormatFloat(j.CommsReadyUnix, 'f', -1, 64))); err != nil {
+			return nil, fmt.Errorf("publish the start-up time: %w", err)
+		}
+	}
+	// Ready once every rank is and a collective has gone through: the start-up time users
+	// compare with torchrun's.
 	if err := j.World.Barrier(wctx); err != nil {
 		return nil, fmt.Errorf("barrier after joining: %w", err)
 	}
-	j.ReadyUnix = float64(time.Now().UnixNano()) / 1e9
+	j.ReadyUnix = unixSeconds(time.Now())
+	if j.Store != nil && p.Rank == 0 {
+		for r := 1; r < p.World; r++ { // all set before the barrier
+			v, ok, err := j.Store.Get(wctx, commsReadyKey(r))
+			if err != nil {
+				return nil, fmt.Errorf("read rank %d's start-up time: %w", r, err)
+			}
+			if t, perr := strconv.ParseFloat(string(v), 64); ok && perr == nil {
+				j.CommsReadyUnix = max(j.CommsReadyUnix, t)
+			}
+		}
+	}
+	logger.Info("job ready", "rank", p.Rank, "communicators", commsReady.Sub(start), "first collective", time.Since(commsReady))
 	return j, nil
 }
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// commsReadyKey is where rank r publishes when its communicators were set up.
+func commsReadyKey(r int) string { return "moerun/comms-ready/" + strconv.Itoa(r) }
 
 // isWorld reports whether groups is one group of every rank in rank order.
 func isWorld(groups [][]int, world int) bool {

@@ -225,7 +225,8 @@ type runReport struct {
 	Preset     string      `json:"preset,omitempty"`
 	MatchRef   bool        `json:"match_ref"`
 	Peaks      peaks       `json:"peaks"`
-	ReadyUnix  float64     `json:"ready_unix_s"` // when every communicator of every rank was ready
+	CommsReady float64     `json:"comms_ready_unix_s"` // when every rank had its communicators (Job.CommsReadyUnix)
+	ReadyUnix  float64     `json:"ready_unix_s"`       // when a first collective had completed after that
 	Layer      moe.Config  `json:"layer"`
 	Layout     string      `json:"layout"`
 	Backend    string      `json:"backend"`
@@ -340,7 +341,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		device += " " + g.DeviceName()
 	}
 	report := runReport{Preset: cmd.String("preset"), MatchRef: cmd.Bool("match-ref"), Peaks: devicePeaks(device),
-		ReadyUnix: j.ReadyUnix, Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: device, Iterations: iters}
+		CommsReady: j.CommsReadyUnix, ReadyUnix: j.ReadyUnix, Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: device, Iterations: iters}
 	if p.Rank == 0 {
 		fmt.Fprintf(out, "# moerun run: %s, %v, backend %s, ops %s, %v, chunk %d, %d iterations after %d warm-up\n",
 			cfg.Name, p.Layout, j.Backend, ops.Name(), dt, cfg.ChunkRows(), iters, warmup)

@@ -581,9 +581,16 @@ var mmaKernels = map[string]mmaKernel{
 
 // mmaMaxRows: up to this many rows per expert the tensor-core kernel beats cuBLAS (one
 // H100, mixtral at 16 and 32 rows per expert: 0.98 and 1.12 ms against 1.11 and 1.24;
-// at 64 rows cuBLAS wins, 1.26 against 1.48 ms). Plans of larger tiles, and exact plans
-// with a larger expert, go to cuBLAS.
+// at 64 rows cuBLAS wins, 1.26 against 1.48 ms): exact plans with a larger expert go to
+// cuBLAS. Past 32 rows an expert takes the kernel's 64-row pass, which loses to cuBLAS.
 const mmaMaxRows = 32
+
+// mmaMaxMeanRows: decode plans (counts on the device) take the tensor-core kernel while
+// the mean rows per expert of the whole model, rows·top-k / experts, are at most this:
+// then few experts reach the 64-row pass. On 2 × H200, EP 2: qwen3-30b-a3b at 128
+// tokens per rank (mean 16, tiles of 64 rows) 0.273 ms against 0.310 with cuBLAS;
+// mixtral at 64 tokens per rank (mean 32) 0.72 against 0.50 ms (docs/PERFORMANCE.md).
+const mmaMaxMeanRows = 16
 
 // expertGEMM names the kernel that runs the expert GEMMs of one Experts call.
 type expertGEMM int
@@ -595,14 +602,15 @@ const (
 )
 
 // chooseGEMM picks the expert GEMM for a plan, element type and the GEMMs' shapes (n×k
-// weights per expert: gate+up then down), hostCounts the per-expert rows when the plan read
-// them back. Decode plans (counts on the device only) of tiles up to mmaMaxRows take the
-// tensor-core kernel, which reads each touched expert's weights once whatever its rows;
-// exact plans take it while no expert has more than mmaMaxRows rows (past that,
-// tensor-core arithmetic, which cuBLAS does better, is the cost).
+// weights per expert: gate+up then down), meanRows the rows an expert of the model gets
+// on average (rows·top-k / all experts, local or not), hostCounts the per-expert rows when
+// the plan read them back. Decode plans (counts on the device only) take the tensor-core
+// kernel, which reads each touched expert's weights once whatever its rows, while meanRows
+// ≤ mmaMaxMeanRows; exact plans take it while no expert has more than mmaMaxRows rows
+// (past that, tensor-core arithmetic, which cuBLAS does better, is the cost).
 // MOERUN_EXPERT_GEMM=cublas|gemv|mma forces one where it applies (for comparisons);
 // MOERUN_GEMV=0 is the older spelling of cublas.
-func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, hostCounts []float32) expertGEMM {
+func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, meanRows int, hostCounts []float32) expertGEMM {
 	mmaOK, gemvOK := o.cc >= 80 && dt == dtype.BFloat16, useGEMV(p, dt, shapes[0][0], shapes[0][1])
 	for _, s := range shapes {
 		mmaOK = mmaOK && s[0]%16 == 0 && s[1]%o.mma.kMultiple == 0 && s[0] > 0
@@ -629,7 +637,7 @@ func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, hostCount
 		return gemmCUBLAS
 	}
 	if hostCounts == nil {
-		if p.R > mmaMaxRows {
+		if meanRows > mmaMaxMeanRows {
 			return gemmCUBLAS
 		}
 		return gemmMMA
@@ -839,7 +847,11 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		return err
 	}
 	arr := func(i int) uintptr { return ptrs.Buf.Ptr() + uintptr(i*plan.MaxTiles*8) }
-	kind := o.chooseGEMM(plan, dt, [2][2]int{{2 * inter, hd}, {hd, inter}}, hostCounts)
+	experts := w.Local // all of the model's experts: the expert map's length under EP
+	if expertMap != nil {
+		experts = len(expertMap)
+	}
+	kind := o.chooseGEMM(plan, dt, [2][2]int{{2 * inter, hd}, {hd, inter}}, (slots+experts-1)/experts, hostCounts)
 	var buckets []bucket
 	if kind == gemmCUBLAS && hostCounts != nil && w.Local > loopMaxExperts && !disableBuckets {
 		bases := [6]uint64{uint64(w.W13.Buf.Ptr()), uint64(xg.Buf.Ptr()), uint64(h.Buf.Ptr()), uint64(w.W2.Buf.Ptr()), uint64(a.Buf.Ptr()), uint64(y.Buf.Ptr())}

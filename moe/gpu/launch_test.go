@@ -120,28 +120,31 @@ func TestChooseGEMM(t *testing.T) {
 		p      tilePlan
 		dt     dtype.DType
 		shapes [2][2]int
+		mean   int // rows·top-k / experts
 		counts []float32
 		want   expertGEMM
 	}{
-		{hopper, "", p8, dtype.BFloat16, ds, nil, gemmMMA},
-		{hopper, "", p32, dtype.BFloat16, ds, nil, gemmMMA},
-		{hopper, "", p8, dtype.BFloat16, odd, nil, gemmGEMV},
-		{hopper, "", p32, dtype.BFloat16, odd, nil, gemmCUBLAS},
-		{hopper, "", p8, dtype.Float32, ds, nil, gemmCUBLAS},
-		{volta, "", p8, dtype.BFloat16, ds, nil, gemmGEMV},
-		{hopper, "", p64, dtype.BFloat16, ds, nil, gemmCUBLAS},
-		{hopper, "", p8, dtype.BFloat16, k64, nil, gemmGEMV},
-		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 32, 0}, gemmMMA},
-		{hopper, "", exact, dtype.BFloat16, ds, []float32{3, 33, 0}, gemmCUBLAS},
-		{hopper, "cublas", p8, dtype.BFloat16, ds, nil, gemmCUBLAS},
-		{hopper, "gemv", p8, dtype.BFloat16, ds, nil, gemmGEMV},
-		{hopper, "gemv", p32, dtype.BFloat16, ds, nil, gemmCUBLAS},
-		{hopper, "mma", exact, dtype.BFloat16, ds, []float32{300}, gemmMMA},
-		{hopper, "mma", p8, dtype.BFloat16, odd, nil, gemmCUBLAS},
+		{hopper, "", p8, dtype.BFloat16, ds, 4, nil, gemmMMA},
+		{hopper, "", p32, dtype.BFloat16, ds, 16, nil, gemmMMA},
+		{hopper, "", p8, dtype.BFloat16, odd, 4, nil, gemmGEMV},
+		{hopper, "", p32, dtype.BFloat16, odd, 16, nil, gemmCUBLAS},
+		{hopper, "", p8, dtype.Float32, ds, 4, nil, gemmCUBLAS},
+		{volta, "", p8, dtype.BFloat16, ds, 4, nil, gemmGEMV},
+		{hopper, "", p64, dtype.BFloat16, ds, 16, nil, gemmMMA},    // EP: half the slots are local
+		{hopper, "", p64, dtype.BFloat16, ds, 17, nil, gemmCUBLAS}, // past mmaMaxMeanRows
+		{hopper, "", p8, dtype.BFloat16, k64, 4, nil, gemmGEMV},
+		{hopper, "", exact, dtype.BFloat16, ds, 200, []float32{3, 32, 0}, gemmMMA},
+		{hopper, "", exact, dtype.BFloat16, ds, 1, []float32{3, 33, 0}, gemmCUBLAS},
+		{hopper, "cublas", p8, dtype.BFloat16, ds, 4, nil, gemmCUBLAS},
+		{hopper, "gemv", p8, dtype.BFloat16, ds, 4, nil, gemmGEMV},
+		{hopper, "gemv", p32, dtype.BFloat16, ds, 16, nil, gemmCUBLAS},
+		{hopper, "mma", exact, dtype.BFloat16, ds, 1, []float32{300}, gemmMMA},
+		{hopper, "mma", p8, dtype.BFloat16, odd, 4, nil, gemmCUBLAS},
+		{hopper, "mma", p64, dtype.BFloat16, ds, 64, nil, gemmMMA},
 	} {
 		forceGEMM = c.force
-		if got := c.o.chooseGEMM(c.p, c.dt, c.shapes, c.counts); got != c.want {
-			t.Errorf("cc %d, force %q, plan %+v, %v, shapes %v, counts %v: got %d, want %d", c.o.cc, c.force, c.p, c.dt, c.shapes, c.counts, got, c.want)
+		if got := c.o.chooseGEMM(c.p, c.dt, c.shapes, c.mean, c.counts); got != c.want {
+			t.Errorf("cc %d, force %q, plan %+v, %v, shapes %v, mean %d, counts %v: got %d, want %d", c.o.cc, c.force, c.p, c.dt, c.shapes, c.mean, c.counts, got, c.want)
 		}
 	}
 }
