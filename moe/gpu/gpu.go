@@ -586,11 +586,18 @@ var mmaKernels = map[string]mmaKernel{
 const mmaMaxRows = 32
 
 // mmaMaxMeanRows: decode plans (counts on the device) take the tensor-core kernel while
-// the mean rows per expert of the whole model, rows·top-k / experts, are at most this:
-// then few experts reach the 64-row pass. On 2 × H200, EP 2: qwen3-30b-a3b at 128
-// tokens per rank (mean 16, tiles of 64 rows) 0.273 ms against 0.310 with cuBLAS;
-// mixtral at 64 tokens per rank (mean 32) 0.72 against 0.50 ms (docs/PERFORMANCE.md).
-const mmaMaxMeanRows = 16
+// the mean rows per expert of the whole model, rows·top-k / experts, are at most this,
+// and mmaFewMaxMeanRows when fewer than mmaManyExperts experts are local: a few large
+// experts make a small grid (N/64 blocks each) of long K loops, which hides latency
+// worse as the passes widen. On 2 × H200, EP 2, ms against cuBLAS: qwen3-30b-a3b 128
+// tokens per rank (mean 16, 64 local) 0.274 / 0.308; deepseek-v3 256 (mean 16, 128
+// local) 3.57 / 4.11; mixtral (4 local) 16 tokens (mean 8) 0.400 / 0.490, 32 tokens
+// (mean 16) 0.516 / 0.491, 64 tokens (mean 32) 0.72 / 0.50 (docs/PERFORMANCE.md).
+const (
+	mmaMaxMeanRows    = 16
+	mmaFewMaxMeanRows = 8
+	mmaManyExperts    = 16
+)
 
 // expertGEMM names the kernel that runs the expert GEMMs of one Experts call.
 type expertGEMM int
@@ -603,14 +610,15 @@ const (
 
 // chooseGEMM picks the expert GEMM for a plan, element type and the GEMMs' shapes (n×k
 // weights per expert: gate+up then down), meanRows the rows an expert of the model gets
-// on average (rows·top-k / all experts, local or not), hostCounts the per-expert rows when
-// the plan read them back. Decode plans (counts on the device only) take the tensor-core
-// kernel, which reads each touched expert's weights once whatever its rows, while meanRows
-// ≤ mmaMaxMeanRows; exact plans take it while no expert has more than mmaMaxRows rows
-// (past that, tensor-core arithmetic, which cuBLAS does better, is the cost).
+// on average (rows·top-k / all experts, local or not), local the experts held here,
+// hostCounts the per-expert rows when the plan read them back. Decode plans (counts on
+// the device only) take the tensor-core kernel, which reads each touched expert's weights
+// once whatever its rows, while meanRows is at most mmaMaxMeanRows (mmaFewMaxMeanRows
+// with few local experts); exact plans take it while no expert has more than mmaMaxRows
+// rows (past that, tensor-core arithmetic, which cuBLAS does better, is the cost).
 // MOERUN_EXPERT_GEMM=cublas|gemv|mma forces one where it applies (for comparisons);
 // MOERUN_GEMV=0 is the older spelling of cublas.
-func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, meanRows int, hostCounts []float32) expertGEMM {
+func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, meanRows, local int, hostCounts []float32) expertGEMM {
 	mmaOK, gemvOK := o.cc >= 80 && dt == dtype.BFloat16, useGEMV(p, dt, shapes[0][0], shapes[0][1])
 	for _, s := range shapes {
 		mmaOK = mmaOK && s[0]%16 == 0 && s[1]%o.mma.kMultiple == 0 && s[0] > 0
@@ -637,7 +645,7 @@ func (o *Ops) chooseGEMM(p tilePlan, dt dtype.DType, shapes [2][2]int, meanRows 
 		return gemmCUBLAS
 	}
 	if hostCounts == nil {
-		if meanRows > mmaMaxMeanRows {
+		if meanRows > mmaMaxMeanRows || local < mmaManyExperts && meanRows > mmaFewMaxMeanRows {
 			return gemmCUBLAS
 		}
 		return gemmMMA
@@ -851,7 +859,7 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 	if expertMap != nil {
 		experts = len(expertMap)
 	}
-	kind := o.chooseGEMM(plan, dt, [2][2]int{{2 * inter, hd}, {hd, inter}}, (slots+experts-1)/experts, hostCounts)
+	kind := o.chooseGEMM(plan, dt, [2][2]int{{2 * inter, hd}, {hd, inter}}, (slots+experts-1)/experts, w.Local, hostCounts)
 	var buckets []bucket
 	if kind == gemmCUBLAS && hostCounts != nil && w.Local > loopMaxExperts && !disableBuckets {
 		bases := [6]uint64{uint64(w.W13.Buf.Ptr()), uint64(xg.Buf.Ptr()), uint64(h.Buf.Ptr()), uint64(w.W2.Buf.Ptr()), uint64(a.Buf.Ptr()), uint64(y.Buf.Ptr())}

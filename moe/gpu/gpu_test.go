@@ -325,7 +325,7 @@ func TestExpertGEMMKernels(t *testing.T) {
 					if tc.h%o.mma.kMultiple != 0 || tc.inter%o.mma.kMultiple != 0 {
 						continue // not this variant's shapes
 					}
-					if got := o.chooseGEMM(planTiles(tc.n, tc.k, tc.local), tc.dt, shapes, 1<<20, nil); got != gemmMMA {
+					if got := o.chooseGEMM(planTiles(tc.n, tc.k, tc.local), tc.dt, shapes, 1<<20, tc.local, nil); got != gemmMMA {
 						t.Fatalf("%s case %d: MOERUN_EXPERT_GEMM=mma chose %d", kind, i, got)
 					}
 				}
@@ -361,7 +361,7 @@ func TestDecodeGraphReplay(t *testing.T) {
 			emap[e] = int32(e / 2)
 		}
 	}
-	if p := planTiles(n, cfg.TopK, local); p.Exact || o.chooseGEMM(p, dtype.BFloat16, [2][2]int{{2 * inter, h}, {h, inter}}, n*cfg.TopK/experts+1, nil) != gemmMMA {
+	if p := planTiles(n, cfg.TopK, local); p.Exact || o.chooseGEMM(p, dtype.BFloat16, [2][2]int{{2 * inter, h}, {h, inter}}, n*cfg.TopK/experts+1, local, nil) != gemmMMA {
 		t.Fatalf("plan %+v: the test wants the decode plan and the tensor-core kernel", p)
 	}
 	x := both(t, o, c, dtype.BFloat16, n, h, nil)

@@ -121,30 +121,33 @@ func TestChooseGEMM(t *testing.T) {
 		dt     dtype.DType
 		shapes [2][2]int
 		mean   int // rows·top-k / experts
+		local  int
 		counts []float32
 		want   expertGEMM
 	}{
-		{hopper, "", p8, dtype.BFloat16, ds, 4, nil, gemmMMA},
-		{hopper, "", p32, dtype.BFloat16, ds, 16, nil, gemmMMA},
-		{hopper, "", p8, dtype.BFloat16, odd, 4, nil, gemmGEMV},
-		{hopper, "", p32, dtype.BFloat16, odd, 16, nil, gemmCUBLAS},
-		{hopper, "", p8, dtype.Float32, ds, 4, nil, gemmCUBLAS},
-		{volta, "", p8, dtype.BFloat16, ds, 4, nil, gemmGEMV},
-		{hopper, "", p64, dtype.BFloat16, ds, 16, nil, gemmMMA},    // EP: half the slots are local
-		{hopper, "", p64, dtype.BFloat16, ds, 17, nil, gemmCUBLAS}, // past mmaMaxMeanRows
-		{hopper, "", p8, dtype.BFloat16, k64, 4, nil, gemmGEMV},
-		{hopper, "", exact, dtype.BFloat16, ds, 200, []float32{3, 32, 0}, gemmMMA},
-		{hopper, "", exact, dtype.BFloat16, ds, 1, []float32{3, 33, 0}, gemmCUBLAS},
-		{hopper, "cublas", p8, dtype.BFloat16, ds, 4, nil, gemmCUBLAS},
-		{hopper, "gemv", p8, dtype.BFloat16, ds, 4, nil, gemmGEMV},
-		{hopper, "gemv", p32, dtype.BFloat16, ds, 16, nil, gemmCUBLAS},
-		{hopper, "mma", exact, dtype.BFloat16, ds, 1, []float32{300}, gemmMMA},
-		{hopper, "mma", p8, dtype.BFloat16, odd, 4, nil, gemmCUBLAS},
-		{hopper, "mma", p64, dtype.BFloat16, ds, 64, nil, gemmMMA},
+		{hopper, "", p8, dtype.BFloat16, ds, 4, 128, nil, gemmMMA},
+		{hopper, "", p32, dtype.BFloat16, ds, 16, 128, nil, gemmMMA},
+		{hopper, "", p8, dtype.BFloat16, odd, 4, 128, nil, gemmGEMV},
+		{hopper, "", p32, dtype.BFloat16, odd, 16, 128, nil, gemmCUBLAS},
+		{hopper, "", p8, dtype.Float32, ds, 4, 128, nil, gemmCUBLAS},
+		{volta, "", p8, dtype.BFloat16, ds, 4, 128, nil, gemmGEMV},
+		{hopper, "", p64, dtype.BFloat16, ds, 16, 128, nil, gemmMMA},    // EP: half the slots are local
+		{hopper, "", p64, dtype.BFloat16, ds, 17, 128, nil, gemmCUBLAS}, // past mmaMaxMeanRows
+		{hopper, "", p32, dtype.BFloat16, ds, 8, 4, nil, gemmMMA},       // few experts
+		{hopper, "", p64, dtype.BFloat16, ds, 9, 4, nil, gemmCUBLAS},    // few experts, past mmaFewMaxMeanRows
+		{hopper, "", p8, dtype.BFloat16, k64, 4, 128, nil, gemmGEMV},
+		{hopper, "", exact, dtype.BFloat16, ds, 200, 4, []float32{3, 32, 0}, gemmMMA},
+		{hopper, "", exact, dtype.BFloat16, ds, 1, 128, []float32{3, 33, 0}, gemmCUBLAS},
+		{hopper, "cublas", p8, dtype.BFloat16, ds, 4, 128, nil, gemmCUBLAS},
+		{hopper, "gemv", p8, dtype.BFloat16, ds, 4, 128, nil, gemmGEMV},
+		{hopper, "gemv", p32, dtype.BFloat16, ds, 16, 128, nil, gemmCUBLAS},
+		{hopper, "mma", exact, dtype.BFloat16, ds, 1, 128, []float32{300}, gemmMMA},
+		{hopper, "mma", p8, dtype.BFloat16, odd, 4, 128, nil, gemmCUBLAS},
+		{hopper, "mma", p64, dtype.BFloat16, ds, 64, 4, nil, gemmMMA},
 	} {
 		forceGEMM = c.force
-		if got := c.o.chooseGEMM(c.p, c.dt, c.shapes, c.mean, c.counts); got != c.want {
-			t.Errorf("cc %d, force %q, plan %+v, %v, shapes %v, mean %d, counts %v: got %d, want %d", c.o.cc, c.force, c.p, c.dt, c.shapes, c.mean, c.counts, got, c.want)
+		if got := c.o.chooseGEMM(c.p, c.dt, c.shapes, c.mean, c.local, c.counts); got != c.want {
+			t.Errorf("cc %d, force %q, plan %+v, %v, shapes %v, mean %d, local %d, counts %v: got %d, want %d", c.o.cc, c.force, c.p, c.dt, c.shapes, c.mean, c.local, c.counts, got, c.want)
 		}
 	}
 }
