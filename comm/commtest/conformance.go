@@ -41,20 +41,21 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// vCounts are -v splits of a group of n ranks, with zeros in every position.
+// vCounts are -v splits of a group of n ranks: with zeros in every position, and equal.
 func vCounts(n int) [][]int {
 	var out [][]int
 	out = append(out, make([]int, n)) // nothing at all
 	one := make([]int, n)
 	one[n-1] = 5 // everything on the last rank
 	out = append(out, one)
-	var mixed, big []int
+	var mixed, big, equal []int
 	for r := 0; r < n; r++ {
 		mixed = append(mixed, []int{0, 3, 1, 0, 7, 2}[r%6])
 		big = append(big, (r+1)*40_001%70_000)
+		equal = append(equal, 6) // DP ranks with the same tokens (NCCL: the plain collective)
 	}
 	big[0] = 0
-	return append(out, mixed, big)
+	return append(out, mixed, big, equal)
 }
 
 func testCollectives(t *testing.T, open comm.OpenFunc, maxSize int) {
