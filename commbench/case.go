@@ -8,8 +8,11 @@ package commbench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/moerun/moerun/comm"
 	"github.com/moerun/moerun/dtype"
@@ -64,10 +67,13 @@ func (op Op) Reduces() bool {
 }
 
 // Value is element i of rank r's input in the case tagged seed: an integer in [-6, 6], so
-// that sums over up to 64 ranks are exact in bf16 and a misplaced block is visible.
+// that sums over up to 64 ranks are exact in bf16 and a misplaced block is visible. It
+// repeats every valuePeriod elements.
 func Value(seed, r, i int) float32 {
-	return float32(mod(seed*5+r*7+i*3, 13) - 6)
+	return float32(mod(seed*5+r*7+i*3, valuePeriod) - 6)
 }
+
+const valuePeriod = 13
 
 func mod(a, n int) int { return ((a % n) + n) % n }
 
@@ -226,10 +232,10 @@ func (k *Case) Reset() error {
 }
 
 // expectation returns the expected element i of this rank's output, for i asked in
-// increasing order. Sums are taken from a
-// table: Value has period 13 in i.
+// increasing order (from any first i). Sums are taken from a table: Value has period
+// valuePeriod in i.
 func (k *Case) expectation() func(i int) float32 {
-	var sums [13]float32
+	var sums [valuePeriod]float32
 	for j := range sums {
 		for r := 0; r < k.size; r++ {
 			sums[j] += Value(k.Seed, r, j)
@@ -248,16 +254,17 @@ func (k *Case) expectation() func(i int) float32 {
 		}
 	case ReduceScatter, ReduceScatterV:
 		off := offset(k.Counts, k.rank)
-		return func(i int) float32 { return sums[(off+i)%13] }
+		return func(i int) float32 { return sums[(off+i)%valuePeriod] }
 	case AllReduce:
-		return func(i int) float32 { return sums[i%13] }
+		return func(i int) float32 { return sums[i%valuePeriod] }
 	}
 	return func(i int) float32 { return Value(k.Seed, k.Root, i) }
 }
 
 // Wrong counts the output elements that differ from the expected ones (exact comparison:
 // every value and partial sum is an exactly representable integer). On a device it waits
-// for the collective and reads the output back first.
+// for the collective and reads the output back first. Large outputs are checked on every
+// CPU: a GiB one element at a time took seconds, and the sweep checks several.
 func (k *Case) Wrong(ctx context.Context) (int, error) {
 	if k.mem != nil {
 		if err := k.mem.Sync(ctx); err != nil {
@@ -267,41 +274,72 @@ func (k *Case) Wrong(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
-	want := k.expectation()
-	wrong := 0
-	switch k.DType {
-	case dtype.Float32:
-		for i, v := range k.hrecv.Float32s() {
-			if v != want(i) {
-				wrong++
+	var wrong atomic.Int64
+	inPieces(k.hrecv.Len(), func(lo, hi int) {
+		want := k.expectation() // one per piece: it walks the blocks forward from lo
+		bad := 0
+		switch k.DType {
+		case dtype.Float32:
+			for i, v := range k.hrecv.Float32s()[lo:hi] {
+				if v != want(lo+i) {
+					bad++
+				}
+			}
+		case dtype.BFloat16:
+			for i, v := range k.hrecv.BF16s()[lo:hi] {
+				if v.Float32() != want(lo+i) {
+					bad++
+				}
 			}
 		}
-	case dtype.BFloat16:
-		for i, v := range k.hrecv.BF16s() {
-			if v.Float32() != want(i) {
-				wrong++
-			}
-		}
+		wrong.Add(int64(bad))
+	})
+	return int(wrong.Load()), nil
+}
+
+// inPieces calls f on contiguous pieces of [0, n) on every CPU at once (on one piece when
+// n is small) and returns when all are done.
+func inPieces(n int, f func(lo, hi int)) {
+	const minPiece = 1 << 20
+	pieces := min(runtime.GOMAXPROCS(0), (n+minPiece-1)/minPiece)
+	if pieces <= 1 {
+		f(0, n)
+		return
 	}
-	return wrong, nil
+	step := (n + pieces - 1) / pieces
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += step {
+		wg.Go(func() { f(lo, min(lo+step, n)) })
+	}
+	wg.Wait()
 }
 
 // Output is this rank's result in host memory (after Wrong).
 func (k *Case) Output() comm.Buffer { return k.hrecv }
 
+// fill sets element i of b to f(i), where f repeats every valuePeriod elements (as every
+// pattern here does: Value, a constant): one run of whole periods is computed and copied
+// along, in pieces on every CPU, so a GiB costs a parallel memory copy rather than seconds
+// of conversions (and no copy is long enough to hold off the garbage collector).
 func fill(b comm.Buffer, f func(i int) float32) {
 	switch b.DType() {
 	case dtype.Float32:
-		s := b.Float32s()
-		for i := range s {
-			s[i] = f(i)
-		}
+		fillRepeating(b.Float32s(), f)
 	case dtype.BFloat16:
-		s := b.BF16s()
-		for i := range s {
-			s[i] = dtype.FromFloat32(f(i))
-		}
+		fillRepeating(b.BF16s(), func(i int) dtype.BF16 { return dtype.FromFloat32(f(i)) })
 	}
+}
+
+func fillRepeating[T any](s []T, f func(i int) T) {
+	run := make([]T, min(len(s), valuePeriod*4096)) // whole periods
+	for i := range run {
+		run[i] = f(i % valuePeriod)
+	}
+	inPieces(len(s), func(lo, hi int) {
+		for i := lo; i < hi; {
+			i += copy(s[i:hi], run[i%valuePeriod:]) // ends on a period's start, or at hi
+		}
+	})
 }
 
 func repeat(v, n int) []int {
