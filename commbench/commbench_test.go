@@ -127,3 +127,44 @@ func TestOptionsValidate(t *testing.T) {
 		t.Error("ParseOps accepted an unknown collective")
 	}
 }
+
+// A case larger than one piece (filled and checked on several CPUs): the sentinel left by
+// Reset is wrong everywhere, the right gathered values nowhere, and a changed element in
+// any piece is counted once.
+func TestLargeCaseFillAndCheck(t *testing.T) {
+	counts := []int{1_500_007, 3, 2_100_011} // uneven, across piece and period boundaries
+	total := counts[0] + counts[1] + counts[2]
+	k, err := commbench.NewCase(commbench.AllGatherV, dtype.BFloat16, total, counts, 1, 3, 5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := k.Wrong(t.Context()); w != total {
+		t.Fatalf("after Reset: %d wrong, want all %d", w, total)
+	}
+	out := k.Output().BF16s()
+	i := 0
+	for r, n := range counts {
+		for range n {
+			out[i] = dtype.FromFloat32(commbench.Value(5, r, i))
+			i++
+		}
+	}
+	if w, _ := k.Wrong(t.Context()); w != 0 {
+		t.Fatalf("the right values: %d wrong", w)
+	}
+	for _, at := range []int{0, 1_500_008, total - 1} {
+		out[at] = dtype.FromFloat32(7)
+	}
+	if w, _ := k.Wrong(t.Context()); w != 3 {
+		t.Fatalf("three changed elements: %d wrong", w)
+	}
+	// A broadcast's root starts with its data in place: the periodic fill, in pieces, must
+	// already be what the check expects.
+	b, err := commbench.NewCase(commbench.Broadcast, dtype.BFloat16, 3_000_017, nil, 0, 2, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := b.Wrong(t.Context()); b.Root != 0 || w != 0 {
+		t.Fatalf("broadcast root %d: %d wrong before any call", b.Root, w)
+	}
+}
