@@ -100,14 +100,16 @@ step() {
 # 1. The host.
 step host 30 "$outdir/host.txt" bash -c 'nvidia-smi -L && echo && nvidia-smi topo -m && echo && echo "NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE"'
 
-# 2. Start-up: from the launch to ready communicators (ours: ready_unix_s of a one-row
-# sweep; torchrun: READY after its first all_reduce). benchreport does the arithmetic.
+# 2. Start-up: from the launch to ready communicators (ours: comms_ready_unix_s and
+# ready_unix_s of a one-row sweep; torchrun: READY after its first all_reduce).
+# benchreport does the arithmetic; startup-moerun.log keeps each rank's steps (info level:
+# CUDA context, NCCL init, splits, first collective).
 # Each launcher runs once untimed first: the first GPU job on a fresh machine reads its
 # libraries from a cold file cache (ours measured 1.49 s there, 1.09-1.16 s after).
 step startup-warmup 120 "" bash -c 'bin/launch -np "$1" bin/worker --backend nccl collectives -b 8K -e 8K --ops all_reduce -n 1 -w 0 >/dev/null &&
   python3 -m torch.distributed.run --nproc-per-node "$1" bench/torch_startup.py >/dev/null' _ "$np"
 date +%s.%N >"$outdir/startup-moerun-start.txt"
-step startup-moerun 60 "" bin/launch -np $np bin/worker --backend nccl collectives \
+step startup-moerun 60 "" bin/launch -np $np bin/worker --backend nccl --log-level info collectives \
   -b 8K -e 8K -f 2 --ops all_reduce -d bf16 -n 1 -w 0 --json "$outdir/startup-moerun.json"
 date +%s.%N >"$outdir/startup-moerun-end.txt"
 date +%s.%N >"$outdir/startup-torch-start.txt"

@@ -19,7 +19,7 @@
 //	coll_bench.txt             stdout of coll_bench.py
 //	startup.json               {"moerun_s": S, "torch_s": S}, if given; else computed from:
 //	startup-moerun-start.txt   unix time (date +%s.%N) just before bin/launch started
-//	startup-moerun.json        bin/worker collectives --json of that launch (ready_unix_s)
+//	startup-moerun.json        bin/worker collectives --json of that launch (comms_ready_unix_s, ready_unix_s)
 //	startup-moerun-end.txt     unix time after it exited (an upper bound, used when ready_unix_s is absent)
 //	startup-torch-start.txt    unix time just before torchrun started bench/torch_startup.py
 //	startup-torch.txt          its stdout: "READY <unix time>" after the first all_reduce
