@@ -159,7 +159,7 @@ func TestScriptSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"launch -np 2 bin/worker --backend nccl collectives -b 8K -e 8K -f 2 --ops all_reduce -d bf16 -n 1 -w 0 --json " + filepath.Join(root, "out", "startup-moerun.json"),
+		"launch -np 2 bin/worker --backend nccl --log-level info collectives -b 8K -e 8K -f 2 --ops all_reduce -d bf16 -n 1 -w 0 --json " + filepath.Join(root, "out", "startup-moerun.json"),
 		"python3 -m torch.distributed.run --nproc-per-node 2 bench/torch_startup.py",
 		"launch -np 2 bin/worker --backend nccl collectives -b 8K -e 1G -f 2 -d bf16 -n 50 -w 5 --json",
 		"launch -np 2 --dp 2 --ep bin/worker --backend nccl run --preset mixtral --match-ref --tokens 1,4096 --iters 20 --warmup 3 --json " + filepath.Join(root, "out", "moe-mixtral.json"),
