@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path's correctness on one host in one command: `worker run --check` over every
 # layout of NP ranks (uneven tokens per DP rank, chunk sizes 1 and 256) for each preset,
-# then naive dispatch + combine time at 128 tokens per rank with EP = DP = NP.
+# then naive dispatch + combine time at 128 tokens per rank with EP = DP = NP, beside the
+# cost model's prediction of that forward pass from this host's topology (nccl backend).
 #
 # Usage: bench/validate.sh [OUTDIR]   (default: $OUT/validate if OUT is set, else ./validate-out)
 # Environment: NP (ranks, one a GPU; default: the GPUs nvidia-smi lists, else 2), BACKEND
@@ -82,21 +83,28 @@ for l in "${layouts[@]}"; do
   done
 done
 
-# Naive dispatch + combine at 128 tokens per rank, EP = DP = NP (rank 0's profile pass).
+# Naive dispatch + combine at 128 tokens per rank, EP = DP = NP (rank 0's profile pass),
+# and on GPUs the forward pass measured over the cost model's prediction (--topology-file:
+# this host's topology, as bin/launch --show-topology sees it).
 echo >>"$outdir/summary.md"
-echo "| preset (EP = DP = $np, 128 tokens per rank) | dispatch all-gather-v ms | combine reduce-scatter-v ms | sum ms |" >>"$outdir/summary.md"
-echo "|---|---:|---:|---:|" >>"$outdir/summary.md"
+echo "| preset (EP = DP = $np, 128 tokens per rank) | dispatch all-gather-v ms | combine reduce-scatter-v ms | sum ms | measured/predicted |" >>"$outdir/summary.md"
+echo "|---|---:|---:|---:|---:|" >>"$outdir/summary.md"
+predict=()
+if [[ $backend == nccl ]] && bin/launch --show-topology --json >"$outdir/topology.json" 2>"$outdir/topology.log"; then
+  predict=(--topology-file "$outdir/topology.json")
+fi
 if ((np > 1)); then
   for p in $presets; do
     log="$outdir/dispatch-$p.log"
     left=$((budget - ($(now_us) - t0) / 1000000))
-    ((left >= 15)) || { echo "| $p | skipped: budget spent | | |" | tee -a "$outdir/summary.md"; continue; }
+    ((left >= 15)) || { echo "| $p | skipped: budget spent | | | |" | tee -a "$outdir/summary.md"; continue; }
     timeout -k 10 $((left < 120 ? left : 120)) bin/launch -np "$np" --dp "$np" --ep bin/worker --backend "$backend" run \
-      --preset "$p" --match-ref --tokens 128 --iters 20 --warmup 3 --phases >"$log" 2>&1
+      --preset "$p" --match-ref --tokens 128 --iters 20 --warmup 3 --phases "${predict[@]}" >"$log" 2>&1
     read -r ag rs < <(grep -m1 'phases, ms:' "$log" | awk '{for (i = 1; i < NF; i++) {if ($i == "all_gather_v") a = $(i + 1); if ($i == "reduce_scatter_v") r = $(i + 1)} print (a == "" ? "-" : a), (r == "" ? "-" : r)}')
     sum=$(awk -v a="$ag" -v r="$rs" 'BEGIN {if (a == "-" || r == "-") print "-"; else printf "%.3f", a + r}')
-    echo "| $p | $ag | $rs | $sum |" | tee -a "$outdir/summary.md"
-    json+=("{\"dispatch_combine\":\"$p\",\"np\":$np,\"all_gather_v_ms\":${ag/-/null},\"reduce_scatter_v_ms\":${rs/-/null}}")
+    ratio=$(grep -m1 -o 'measured/predicted [0-9.]*' "$log" | awk '{print $2}')
+    echo "| $p | $ag | $rs | $sum | ${ratio:--} |" | tee -a "$outdir/summary.md"
+    json+=("{\"dispatch_combine\":\"$p\",\"np\":$np,\"all_gather_v_ms\":${ag/-/null},\"reduce_scatter_v_ms\":${rs/-/null},\"measured_over_predicted\":${ratio:-null}}")
   done
 fi
 (IFS=,; echo "[${json[*]}]") >"$outdir/summary.json"
