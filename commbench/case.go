@@ -8,14 +8,13 @@ package commbench
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/moerun/moerun/comm"
 	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/internal/parallel"
 )
 
 // Op names a collective as nccl-tests and our tables spell it.
@@ -275,7 +274,7 @@ func (k *Case) Wrong(ctx context.Context) (int, error) {
 		}
 	}
 	var wrong atomic.Int64
-	inPieces(k.hrecv.Len(), func(lo, hi int) {
+	parallel.Ranges(k.hrecv.Len(), minPiece, func(lo, hi int) {
 		want := k.expectation() // one per piece: it walks the blocks forward from lo
 		bad := 0
 		switch k.DType {
@@ -297,22 +296,8 @@ func (k *Case) Wrong(ctx context.Context) (int, error) {
 	return int(wrong.Load()), nil
 }
 
-// inPieces calls f on contiguous pieces of [0, n) on every CPU at once (on one piece when
-// n is small) and returns when all are done.
-func inPieces(n int, f func(lo, hi int)) {
-	const minPiece = 1 << 20
-	pieces := min(runtime.GOMAXPROCS(0), (n+minPiece-1)/minPiece)
-	if pieces <= 1 {
-		f(0, n)
-		return
-	}
-	step := (n + pieces - 1) / pieces
-	var wg sync.WaitGroup
-	for lo := 0; lo < n; lo += step {
-		wg.Go(func() { f(lo, min(lo+step, n)) })
-	}
-	wg.Wait()
-}
+// minPiece is the fewest elements filled or checked on a goroutine of their own.
+const minPiece = 1 << 20
 
 // Output is this rank's result in host memory (after Wrong).
 func (k *Case) Output() comm.Buffer { return k.hrecv }
@@ -335,7 +320,7 @@ func fillRepeating[T any](s []T, f func(i int) T) {
 	for i := range run {
 		run[i] = f(i % valuePeriod)
 	}
-	inPieces(len(s), func(lo, hi int) {
+	parallel.Ranges(len(s), minPiece, func(lo, hi int) {
 		for i := lo; i < hi; {
 			i += copy(s[i:hi], run[i%valuePeriod:]) // ends on a period's start, or at hi
 		}

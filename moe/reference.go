@@ -3,10 +3,9 @@ package moe
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 
 	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/internal/parallel"
 	"github.com/moerun/moerun/moe/router"
 )
 
@@ -61,18 +60,13 @@ func NewReference(cfg Config, seed uint64) (*Reference, error) {
 // CPU: a deepseek-v3 expert is 44 M values, and --check may need dozens of them.
 func (ref *Reference) generate(g *Gen, rows, cols int) []float64 {
 	out := make([]float64, rows*cols)
-	workers := min(runtime.GOMAXPROCS(0), max(rows*cols>>16, 1))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for r := w * rows / workers; r < (w+1)*rows/workers; r++ {
-				for c := 0; c < cols; c++ {
-					out[r*cols+c] = float64(round(g.At(r, c), ref.dt))
-				}
+	parallel.Ranges(rows, (1<<16)/max(cols, 1), func(lo, hi int) { // ≥ 64 Ki values a piece
+		for r := lo; r < hi; r++ {
+			for c := 0; c < cols; c++ {
+				out[r*cols+c] = float64(round(g.At(r, c), ref.dt))
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	return out
 }
 
