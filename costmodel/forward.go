@@ -75,21 +75,28 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 	}
 	chunk := c.ChunkRows()
 	chunks := rank.NumChunks(maxRows, 1, chunk)
-	links := map[[2]int]Link{}
-	ring := func(k rank.GroupKind, r int) ([]int, Link, error) {
+	type groupRing struct {
+		lk Link
+		p  Params // f.Params for the group's ring size (ForRing)
+	}
+	links := map[[2]int]groupRing{}
+	// ring is rank r's group of kind k, the link its ring sees and the parameters that cost
+	// collectives on it: call ForOp of those.
+	ring := func(k rank.GroupKind, r int) ([]int, Link, Params, error) {
 		idx, _ := l.GroupOf(k, r)
 		members := l.Groups(k)[idx]
 		key := [2]int{int(k), idx}
-		if lk, ok := links[key]; ok {
-			return members, lk, nil
+		if gr, ok := links[key]; ok {
+			return members, gr.lk, gr.p, nil
 		}
 		g := make([]int, len(members))
 		for i, m := range members {
 			g[i] = gpu(m)
 		}
-		lk, err := f.Params.Ring(f.Topology, g)
-		links[key] = lk
-		return members, lk, err
+		p := f.Params.ForRing(len(g))
+		lk, err := p.Ring(f.Topology, g)
+		links[key] = groupRing{lk, p}
+		return members, lk, p, err
 	}
 	hpad := float64(c.PaddedHidden())
 	for r, s := range shards {
@@ -106,7 +113,7 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 				if s.Dispatch == "ep" {
 					kind = rank.EP
 				}
-				members, lk, err := ring(kind, r)
+				members, lk, p, err := ring(kind, r)
 				if err != nil {
 					return nil, 0, 0, err
 				}
@@ -117,13 +124,13 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 					seen += int(csz(m))
 				}
 				for _, b := range [][]float64{xb, lb} {
-					t, err := Time(AllGatherV, len(members), 0, b, f.Params.ForOp(AllGatherV, lk))
+					t, err := vTime(AllGatherV, b, p, lk)
 					if err != nil {
 						return nil, 0, 0, err
 					}
 					ph["dispatch"] += t
 				}
-				t, err := Time(ReduceScatterV, len(members), 0, xb, f.Params.ForOp(ReduceScatterV, lk))
+				t, err := vTime(ReduceScatterV, xb, p, lk)
 				if err != nil {
 					return nil, 0, 0, err
 				}
@@ -132,16 +139,16 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 				seen = int(csz(r))
 			}
 			if s.PCP {
-				members, lk, err := ring(rank.PCP, r)
+				members, lk, p, err := ring(rank.PCP, r)
 				if err != nil {
 					return nil, 0, 0, err
 				}
-				p := float64(len(members))
+				n := float64(len(members))
 				for _, b := range []float64{float64(seen) * hpad * esz, float64(seen) * float64(c.Experts) * 4} {
-					t, _ := Time(AllGather, len(members), p*b, nil, f.Params.ForOp(AllGather, lk))
+					t, _ := Time(AllGather, len(members), n*b, nil, p.ForOp(AllGather, lk))
 					ph["pcp_gather"] += t
 				}
-				t, _ := Time(ReduceScatter, len(members), p*float64(seen)*hpad*esz, nil, f.Params.ForOp(ReduceScatter, lk))
+				t, _ := Time(ReduceScatter, len(members), n*float64(seen)*hpad*esz, nil, p.ForOp(ReduceScatter, lk))
 				ph["pcp_scatter"] += t
 				seen *= len(members)
 			}
@@ -162,7 +169,7 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 		// The TP all-reduces after the chunks (G3).
 		n := float64(rows(r))
 		if s.LatentReduce || s.SharedReduce || s.FinalReduce {
-			members, lk, err := ring(rank.TP, r)
+			members, lk, p, err := ring(rank.TP, r)
 			if err != nil {
 				return nil, 0, 0, err
 			}
@@ -176,7 +183,7 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 					count++
 				}
 			}
-			t, _ := Time(AllReduce, len(members), n*width*esz, nil, f.Params.ForOp(AllReduce, lk))
+			t, _ := Time(AllReduce, len(members), n*width*esz, nil, p.ForOp(AllReduce, lk))
 			ph["reduce"] += float64(count) * t
 		}
 		sum := 0.0
@@ -192,4 +199,19 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 		}
 	}
 	return phases, total, slowest, nil
+}
+
+// vTime costs a -v collective (AllGatherV or ReduceScatterV) with these blocks as the NCCL
+// backend runs it: the plain collective when every block has the same, non-zero size.
+func vTime(op Op, blocks []float64, p Params, lk Link) (float64, error) {
+	plain := map[Op]Op{AllGatherV: AllGather, ReduceScatterV: ReduceScatter}[op]
+	total, equal := 0.0, blocks[0] > 0
+	for _, b := range blocks {
+		total += b
+		equal = equal && b == blocks[0]
+	}
+	if equal && plain != "" {
+		return Time(plain, len(blocks), total, nil, p.ForOp(plain, lk))
+	}
+	return Time(op, len(blocks), 0, blocks, p.ForOp(op, lk))
 }

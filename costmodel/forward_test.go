@@ -29,12 +29,19 @@ func TestPredictByHand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nv := Link{Latency: p.NVLinkLatency, Bandwidth: 18 * p.NVLinkPerLink} // the small-message regime: bytes are few
-	// Blocks of one row: 8 × 2 bytes of x, 4 × 4 bytes of logits, per rank; each collective
-	// at its share of the bandwidth (OpBandwidth).
-	v := func(op Op, b float64) float64 { return 2*nv.Latency + 0.5*2*b/(nv.Bandwidth*p.OpBandwidth[op]) }
-	wantDispatch := v(AllGatherV, 16) + v(AllGatherV, 16)
-	wantCombine := v(ReduceScatterV, 16)
+	// A ring of two takes the pair's numbers (ForRing), in the small-message regime: bytes
+	// are few.
+	pair := p.ForRing(2)
+	if pair.NVLinkPerLink != p.Pair.NVLinkPerLink || pair.OpBandwidth[AllGatherV] != p.Pair.OpBandwidth[AllGatherV] || pair.Pair != nil {
+		t.Fatalf("ForRing(2) = %+v, want the pair's numbers", pair)
+	}
+	nv := Link{Latency: pair.NVLinkLatency, Bandwidth: 18 * pair.NVLinkPerLink}
+	// Blocks of one row: 8 × 2 bytes of x, 4 × 4 bytes of logits, per rank. Equal blocks:
+	// the plain collectives (as comm/nccl runs them), each at its share of the bandwidth
+	// (OpBandwidth).
+	v := func(op Op, b float64) float64 { return nv.Latency + 0.5*2*b/(nv.Bandwidth*pair.OpBandwidth[op]) }
+	wantDispatch := v(AllGather, 16) + v(AllGather, 16)
+	wantCombine := v(ReduceScatter, 16)
 	// 2 rows seen, 2 local experts of 4, top-1: touched 2·(1 − (3/4)²), slots 2·1·2/4.
 	touched := 2 * (1 - math.Pow(0.75, 2))
 	wantExperts := max(touched*3*8*8*2/dev.HBM, 1.0*6*8*8/dev.FLOPs)
@@ -62,8 +69,27 @@ func TestPredictByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	net := p.Classes["NET"]
-	if d := phases[0]; d.Name != "dispatch" || !near(d.Seconds, 2*(2*net.Latency+0.5*2*16/(net.Bandwidth*p.OpBandwidth[AllGatherV]))) {
+	if d := phases[0]; d.Name != "dispatch" || !near(d.Seconds, 2*(net.Latency+0.5*2*16/(net.Bandwidth*pair.OpBandwidth[AllGather]))) {
 		t.Errorf("dispatch across nodes: %+v", d)
+	}
+
+	// Four ranks on one node: a ring of four, the numbers of rings larger than two.
+	f.Topology, f.GPUOf = topo, nil
+	// Uneven tokens: the -v collectives, a group of broadcasts (n − 1 + 3 latencies).
+	f.Layout, f.Tokens = rank.Layout{ExtDP: 1, DP: 4, PP: 1, PCP: 1, TP: 1, EP: true}, []int{1, 1, 1, 2}
+	if p4 := p.ForRing(4); p4.NVLinkPerLink != p.NVLinkPerLink || p4.Pair != p.Pair {
+		t.Fatalf("ForRing(4) changed the parameters: %+v", p4)
+	}
+	phases, _, _, err = f.Predict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nv4 := Link{Latency: p.NVLinkLatency, Bandwidth: 18 * p.NVLinkPerLink}
+	v4 := func(total float64) float64 {
+		return 6*nv4.Latency + 0.75*total/(nv4.Bandwidth*p.OpBandwidth[AllGatherV])
+	}
+	if d := phases[0]; d.Name != "dispatch" || !near(d.Seconds, v4(5*16)+v4(5*16)) {
+		t.Errorf("dispatch over four: %+v, want %g", d, v4(5*16)+v4(5*16))
 	}
 
 	// Bad input is an error, not a guess.

@@ -12,6 +12,7 @@ import (
 	"github.com/moerun/moerun/commbench"
 	"github.com/moerun/moerun/costmodel"
 	"github.com/moerun/moerun/dtype"
+	"github.com/moerun/moerun/topology"
 )
 
 // Calibration is one link (with a bulk regime when the sizes call for one) and a bandwidth
@@ -29,6 +30,12 @@ type Calibration struct {
 	OpBandwidth map[costmodel.Op]float64 `json:"op_bandwidth"`
 	MaxErrOp    float64                  `json:"max_abs_error_per_op"`
 	MedErrOp    float64                  `json:"median_abs_error_per_op"`
+	// Shipped is where costmodel.DefaultParams come from; the errors are theirs on this
+	// sweep, over an NV18 ring (the class they were measured on): how well the model that
+	// bin/layouts uses predicts this machine and world size before any refit.
+	Shipped       string  `json:"shipped_params"`
+	MaxErrShipped float64 `json:"max_abs_error_shipped"`
+	MedErrShipped float64 `json:"median_abs_error_shipped"`
 }
 
 // CalRow is one measured collective beside its prediction.
@@ -42,6 +49,9 @@ type CalRow struct {
 	// With the collective's bandwidth factor.
 	PredictedOpUS float64 `json:"predicted_per_op_us"`
 	ErrorOp       float64 `json:"error_per_op"`
+	// With costmodel.DefaultParams over an NV18 ring.
+	ShippedUS    float64 `json:"predicted_shipped_us"`
+	ErrorShipped float64 `json:"error_shipped"`
 }
 
 // Calibrate reads a `worker collectives --json` file (the world group), fits a link and
@@ -86,7 +96,9 @@ func Calibrate(file string, minBytes int64) (*Calibration, error) {
 	}
 	c := &Calibration{Link: link, Rows: rows, Samples: len(samples), OpBandwidth: ops}
 	p := costmodel.Params{OpBandwidth: ops}
-	var errs, errsOp []float64
+	shipped := costmodel.DefaultParams()
+	c.Shipped = shipped.Source
+	var errs, errsOp, errsShipped []float64
 	for i, s := range samples {
 		t, err := costmodel.Time(s.Op, s.N, s.Bytes, s.Blocks, link)
 		if err != nil {
@@ -96,17 +108,33 @@ func Calibrate(file string, minBytes int64) (*Calibration, error) {
 		if err != nil {
 			return nil, err
 		}
+		sp := shipped.ForRing(s.N)
+		nv18, err := sp.Of(topology.NV(18))
+		if err != nil {
+			return nil, err
+		}
+		tShipped, err := costmodel.Time(s.Op, s.N, s.Bytes, s.Blocks, sp.ForOp(s.Op, nv18))
+		if err != nil {
+			return nil, err
+		}
 		r := &c.Rows[i]
-		r.PredictedUS, r.PredictedOpUS = 1e6*t, 1e6*tOp
+		r.PredictedUS, r.PredictedOpUS, r.ShippedUS = 1e6*t, 1e6*tOp, 1e6*tShipped
 		r.Error = (r.PredictedUS - r.MeasuredUS) / r.MeasuredUS
 		r.ErrorOp = (r.PredictedOpUS - r.MeasuredUS) / r.MeasuredUS
+		r.ErrorShipped = (r.ShippedUS - r.MeasuredUS) / r.MeasuredUS
 		errs, errsOp = append(errs, math.Abs(r.Error)), append(errsOp, math.Abs(r.ErrorOp))
+		errsShipped = append(errsShipped, math.Abs(r.ErrorShipped))
 	}
-	slices.Sort(errs)
-	slices.Sort(errsOp)
-	c.MaxErr, c.MedErr = errs[len(errs)-1], errs[len(errs)/2]
-	c.MaxErrOp, c.MedErrOp = errsOp[len(errsOp)-1], errsOp[len(errsOp)/2]
+	c.MedErr, c.MaxErr = medianMax(errs)
+	c.MedErrOp, c.MaxErrOp = medianMax(errsOp)
+	c.MedErrShipped, c.MaxErrShipped = medianMax(errsShipped)
 	return c, nil
+}
+
+// medianMax is the median and the largest of v (not empty); it sorts v.
+func medianMax(v []float64) (median, largest float64) {
+	slices.Sort(v)
+	return v[len(v)/2], v[len(v)-1]
 }
 
 // WriteCalibration prints the fitted link and every row.
@@ -124,8 +152,10 @@ func WriteCalibration(w io.Writer, c *Calibration) {
 	slices.Sort(ops)
 	fmt.Fprintf(w, "# with each collective's bandwidth factor (%s): median %.1f %%, max %.1f %%\n",
 		strings.Join(ops, ", "), 100*c.MedErrOp, 100*c.MaxErrOp)
-	fmt.Fprintf(w, "%-17s %12s %6s %12s %12s %8s %12s %8s\n", "op", "bytes", "ranks", "measured µs", "predicted µs", "error", "per-op µs", "error")
+	fmt.Fprintf(w, "# shipped parameters (%s) over an NV18 ring: median %.1f %%, max %.1f %%\n",
+		c.Shipped, 100*c.MedErrShipped, 100*c.MaxErrShipped)
+	fmt.Fprintf(w, "%-17s %12s %6s %12s %12s %8s %12s %8s %12s %8s\n", "op", "bytes", "ranks", "measured µs", "predicted µs", "error", "per-op µs", "error", "shipped µs", "error")
 	for _, r := range c.Rows {
-		fmt.Fprintf(w, "%-17s %12d %6d %12.1f %12.1f %7.1f%% %12.1f %7.1f%%\n", r.Op, r.Bytes, r.Ranks, r.MeasuredUS, r.PredictedUS, 100*r.Error, r.PredictedOpUS, 100*r.ErrorOp)
+		fmt.Fprintf(w, "%-17s %12d %6d %12.1f %12.1f %7.1f%% %12.1f %7.1f%% %12.1f %7.1f%%\n", r.Op, r.Bytes, r.Ranks, r.MeasuredUS, r.PredictedUS, 100*r.Error, r.PredictedOpUS, 100*r.ErrorOp, r.ShippedUS, 100*r.ErrorShipped)
 	}
 }

@@ -46,8 +46,14 @@ func TestCalibrate(t *testing.T) {
 	if c.Samples != 8 || math.Abs(c.Link.Latency-link.Latency) > 1e-9 || math.Abs(c.Link.Bandwidth/link.Bandwidth-1) > 1e-6 || c.MaxErr > 1e-6 {
 		t.Errorf("calibration %+v", c)
 	}
+	// The shipped parameters (an NV18 ring, far faster than this made-up link) are beside
+	// the fit, with their error: the sweep's times against theirs.
+	if c.Shipped != costmodel.DefaultParams().Source || c.MedErrShipped < 0.5 || c.Rows[0].ShippedUS >= c.Rows[0].MeasuredUS {
+		t.Errorf("shipped parameters: %q, median error %g, first row %+v", c.Shipped, c.MedErrShipped, c.Rows[0])
+	}
 	var out, errb bytes.Buffer
-	if code := Main(context.Background(), []string{"--calibrate", file}, &out, &errb); code != 0 || !strings.Contains(out.String(), "fitted link: 25.0 µs per step, 2.00 GB/s") {
+	if code := Main(context.Background(), []string{"--calibrate", file}, &out, &errb); code != 0 || !strings.Contains(out.String(), "fitted link: 25.0 µs per step, 2.00 GB/s") ||
+		!strings.Contains(out.String(), "# shipped parameters (NVLink calibrated on 4 × H200") {
 		t.Errorf("exit %d: %s%s", code, out.String(), errb.String())
 	}
 	bad := filepath.Join(dir, "bad.json")
