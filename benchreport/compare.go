@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/moerun/moerun/commbench"
 )
 
 // The project's performance targets (the performance issue), applied by Compare.
@@ -388,6 +390,40 @@ var opOrder = []string{"all_gather", "all_gather_v", "reduce_scatter", "reduce_s
 // vBase maps a -v collective to its equal-block twin.
 var vBase = map[string]string{"all_gather_v": "all_gather", "reduce_scatter_v": "reduce_scatter"}
 
+// vLowerBound explains a missed -v target where bandwidth decides: the sweep's -v rows
+// carry commbench's uneven blocks, and whatever the algorithm, the rank with the smallest
+// block must receive (all-gather-v) or send (reduce-scatter-v) every other block, which is
+// more than the (n−1)/n of the buffer an equal-block rank moves. "" when no -v row missed.
+func vLowerBound(sec CollSection) string {
+	missed := false
+	for _, r := range sec.Rows {
+		_, isV := vBase[r.Op]
+		missed = missed || isV && strings.HasPrefix(r.Verdict, "missed")
+	}
+	if !missed || sec.Ranks < 2 {
+		return ""
+	}
+	const total = 1 << 20
+	counts := commbench.UnevenCounts(total, sec.Ranks)
+	least := slices.Min(counts)
+	n := float64(sec.Ranks)
+	ratio := float64(total-least) / (float64(total) * (n - 1) / n)
+	return fmt.Sprintf("the -v rows have uneven blocks (commbench's, in the ratio %s): the rank with the smallest block receives "+
+		"(all-gather-v) or sends (reduce-scatter-v) every other block, %.0f%% of the buffer, against %.0f%% for equal blocks, so "+
+		"where bandwidth decides no algorithm at the same link rate comes within %.2f× of the equal-block time; the %g× target can hold only where latency decides",
+		blockRatio(counts), 100*float64(total-least)/total, 100*(n-1)/n, ratio, VFactor)
+}
+
+// blockRatio writes counts in the smallest whole ratio (3:1:3:1).
+func blockRatio(counts []int) string {
+	least := max(slices.Min(counts), 1)
+	parts := make([]string, len(counts))
+	for i, c := range counts {
+		parts[i] = fmt.Sprint(int(math.Round(float64(c) / float64(least))))
+	}
+	return strings.Join(parts, ":")
+}
+
 func compareColl(in Inputs, notes *[]string) CollSection {
 	var sec CollSection
 	sec.Missing = joinMissing(prefixed("ours: ", in.Missing["coll"]), prefixed("PyTorch: ", in.Missing["torch-coll"]))
@@ -521,6 +557,9 @@ func compareColl(in Inputs, notes *[]string) CollSection {
 			c.Verdict = verdict(c.Targets)
 			sec.Rows = append(sec.Rows, c)
 		}
+	}
+	if note := vLowerBound(sec); note != "" {
+		*notes = append(*notes, note)
 	}
 
 	for _, op := range ops {

@@ -159,6 +159,16 @@ func TestCompareCollectives(t *testing.T) {
 	if c := collRowOf(t, r, "reduce_scatter_v", 8<<10); c.Verdict != "met" || !near(c.Targets[0].Limit, 1.1*8.4) {
 		t.Errorf("reduce_scatter_v 8 KiB: %+v", c)
 	}
+	// A missed -v row brings the lower bound of the uneven blocks: at 2 ranks (3:1) the
+	// rank with the smaller block receives 3/4 of the buffer where equal blocks send 1/2.
+	found := false
+	for _, n := range r.Notes {
+		found = found || strings.Contains(n, "in the ratio 3:1)") && strings.Contains(n, "75% of the buffer, against 50%") &&
+			strings.Contains(n, "within 1.50× of the equal-block time")
+	}
+	if !found {
+		t.Errorf("no lower-bound note for the -v rows in %q", r.Notes)
+	}
 	if c := collRowOf(t, r, "broadcast", 1<<30); c.Targets != nil || c.OursBusBW == nil || *c.OursBusBW != 279.999 {
 		t.Errorf("broadcast 1 GiB: %+v", c)
 	}
