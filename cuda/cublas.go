@@ -100,6 +100,11 @@ func NewBlas(s *Stream) (*Blas, error) {
 	return b, nil
 }
 
+// SetStream makes the handle's later calls run on s.
+func (b *Blas) SetStream(s *Stream) error {
+	return blasCheck("cublasSetStream_v2", C.moe_cublasSetStream(b.h, s.Handle()))
+}
+
 // Destroy releases the handle.
 func (b *Blas) Destroy() error { return blasCheck("cublasDestroy_v2", C.moe_cublasDestroy(b.h)) }
 

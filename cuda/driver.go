@@ -271,6 +271,12 @@ func (s *Stream) Synchronize() error {
 	return s.d.check("cuStreamSynchronize", C.moe_cuStreamSynchronize(s.s))
 }
 
+// WaitEvent makes the stream's later work wait until e's recorded work has finished
+// (on the device: the host does not wait). e may be recorded again after this returns.
+func (s *Stream) WaitEvent(e *Event) error {
+	return s.d.check("cuStreamWaitEvent", C.moe_cuStreamWaitEvent(s.s, e.e, 0))
+}
+
 // Done reports whether the stream's work has finished, without blocking.
 func (s *Stream) Done() (bool, error) {
 	r := C.moe_cuStreamQuery(s.s)

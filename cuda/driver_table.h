@@ -12,7 +12,7 @@ typedef int CUresult;
 typedef int CUdevice;
 typedef unsigned long long CUdeviceptr;
 typedef void *CUcontext, *CUstream, *CUevent, *CUmodule, *CUfunction;
-static void *moe_cu_fns[30];
+static void *moe_cu_fns[31];
 static void moe_cu_set(int i, void *p) { moe_cu_fns[i] = p; }
 static CUresult moe_cuInit(unsigned int flags) { return ((CUresult (*)(unsigned int flags))moe_cu_fns[0])(flags); }
 static CUresult moe_cuDriverGetVersion(int *v) { return ((CUresult (*)(int *v))moe_cu_fns[1])(v); }
@@ -44,6 +44,8 @@ static CUresult moe_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *n
 static CUresult moe_cuModuleUnload(CUmodule m) { return ((CUresult (*)(CUmodule m))moe_cu_fns[27])(m); }
 static CUresult moe_cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params, void **extra) { return ((CUresult (*)(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params, void **extra))moe_cu_fns[28])(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra); }
 static CUresult moe_cuGetErrorName(int r, const char **s) { return ((CUresult (*)(int r, const char **s))moe_cu_fns[29])(r, s); }
+// cuda.h: CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags).
+static CUresult moe_cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) { return ((CUresult (*)(CUstream, CUevent, unsigned int))moe_cu_fns[30])(s, e, flags); }
 
 // CUDA graphs (stream capture and replay), bound when the driver has them: the decode path
 // replays one captured forward pass instead of launching its kernels one by one.

@@ -33,6 +33,7 @@ var driverSymbols = []string{
 	"cuModuleUnload",
 	"cuLaunchKernel",
 	"cuGetErrorName",
+	"cuStreamWaitEvent",
 }
 
 // graphSymbols are the CUDA graph functions of driver_table.h's second table, in order:

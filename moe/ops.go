@@ -84,3 +84,30 @@ func (a Activation) String() string {
 	}
 	return "silu"
 }
+
+// Overlapper is implemented by ops that can queue work beside their main stream (a GPU's
+// second stream). The runner then splits a large dispatched batch in two and runs each
+// half's experts beside the other half's collectives (SetOverlap).
+type Overlapper interface {
+	// Beside runs f, whose ops go to a second queue that starts once everything queued
+	// so far has run, and returns a mark of the end of f's work. f may not run
+	// collectives: they stay on the main queue.
+	Beside(f func() error) (Mark, error)
+	// Await makes the work queued after it wait for m (the device waits, not the host).
+	Await(m Mark) error
+}
+
+// Mark is the end of the work of one Overlapper.Beside.
+type Mark any
+
+// OverlapperOf is ops's Overlapper: ops itself, or what a wrapper of ops reports through an
+// Overlapper() method (nil when ops cannot overlap).
+func OverlapperOf(ops Ops) Overlapper {
+	if o, ok := ops.(Overlapper); ok {
+		return o
+	}
+	if w, ok := ops.(interface{ Overlapper() Overlapper }); ok {
+		return w.Overlapper()
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package moe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -49,12 +50,47 @@ type Runner struct {
 	// Per-forward buffers, grown to the largest T seen.
 	scratch map[string]Tensor
 
-	// Chunks is the number of chunks of the last forward pass.
-	Chunks int
+	// Chunks is the number of chunks of the last forward pass, and Overlapped whether it
+	// ran them overlapped (SetOverlap).
+	Chunks     int
+	Overlapped bool
 
 	// tokens per DP rank when the caller has given them (SetTokensPerDP), else nil and
 	// every forward pass exchanges the row counts of the dispatch group.
 	tokens []int
+
+	// overlap: the ops that queue work beside their main stream and the dispatched rows
+	// from which a forward pass overlaps (SetOverlap); spare: the second set of staging
+	// buffers that the overlapped loop uses in turn with the first.
+	overlap     Overlapper
+	overlapRows int
+	spare       *staging
+}
+
+// staging is one set of the buffers a dispatched chunk goes through.
+type staging struct{ xd, ld, weights, ids, yd Tensor }
+
+// SetOverlap has every forward pass that dispatches at least minRows rows in all (over the
+// dispatch group) overlap its chunks: chunk i's experts run beside chunk i+1's all-gathers
+// and chunk i−1's reduce-scatter; a pass of one chunk is split in two for it. Results
+// are those of the sequential loop (each row's experts and sums are the same). 0 turns it
+// off. It needs ops that can overlap (Overlapper), a dispatch group and no PCP.
+func (r *Runner) SetOverlap(minRows int) error {
+	if minRows <= 0 {
+		r.overlapRows = 0
+		return nil
+	}
+	o := OverlapperOf(r.ops)
+	switch {
+	case o == nil:
+		return fmt.Errorf("moe: overlap needs ops with a second queue; %s has none", r.ops.Name())
+	case r.dispatch == nil:
+		return errors.New("moe: overlap needs a dispatch group (EP or DP > 1)")
+	case r.pcp != nil:
+		return errors.New("moe: overlap with PCP is not supported")
+	}
+	r.overlap, r.overlapRows = o, minRows
+	return nil
 }
 
 // SetTokensPerDP tells the runner every DP rank's token count for the next forward passes,
@@ -337,38 +373,166 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 	}
 
 	// §1.5: every member of the dispatch group runs ceil(M/C) chunks in lockstep.
-	r.Chunks = rank.NumChunks(maxRows, 1, r.chunk)
+	chunk := r.chunk
+	overlap := r.overlapRows > 0 && maxRows > 1
+	if overlap {
+		total := 0
+		for _, m := range sizes {
+			total += m
+		}
+		overlap = total >= r.overlapRows
+		if overlap && rank.NumChunks(maxRows, 1, chunk) == 1 {
+			chunk = (maxRows + 1) / 2 // two sub-batches, to overlap with each other
+		}
+	}
+	r.Chunks, r.Overlapped = rank.NumChunks(maxRows, 1, chunk), overlap
+	shared := func(s, e int) error {
+		// Shared experts on the local, pre-dispatch input of the same rows (§1.4).
+		if r.shared == nil {
+			return nil
+		}
+		if err := ops.MLP(x.RowSlice(s, e-s), r.shared, r.act, sharedOut.RowSlice(s, e-s)); err != nil {
+			return fmt.Errorf("moe: shared experts: %w", err)
+		}
+		return nil
+	}
+	if overlap {
+		if err := r.overlapped(ctx, chunk, sizes, xr, logits, fused, shared); err != nil {
+			return err
+		}
+		return r.finish(ctx, fused, sharedOut, out)
+	}
 	for i := 0; i < r.Chunks; i++ {
-		s, e := rank.ChunkRows(n, maxRows, r.chunk, i)
-		if err := r.chunkStep(ctx, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), fused.RowSlice(s, e-s)); err != nil {
+		s, e := rank.ChunkRows(n, maxRows, chunk, i)
+		if err := r.chunkStep(ctx, chunk, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), fused.RowSlice(s, e-s)); err != nil {
 			return fmt.Errorf("moe: chunk %d of %d: %w", i+1, r.Chunks, err)
 		}
-		// Shared experts on the local, pre-dispatch input of the same rows (§1.4).
-		if r.shared != nil {
-			if err := ops.MLP(x.RowSlice(s, e-s), r.shared, r.act, sharedOut.RowSlice(s, e-s)); err != nil {
-				return fmt.Errorf("moe: shared experts: %w", err)
-			}
+		if err := shared(s, e); err != nil {
+			return err
 		}
 	}
 	return r.finish(ctx, fused, sharedOut, out)
 }
 
+// overlapped is the chunk loop with chunk i's experts queued beside the main stream
+// (Overlapper), so that they run while chunk i+1 is dispatched and chunk i−1 combined.
+// Chunks use the two sets of staging buffers in turn: chunk i+2 dispatches into chunk
+// i's only after the main stream has waited for chunk i's experts (before combining it),
+// and its experts write there only after that combine is queued.
+func (r *Runner) overlapped(ctx context.Context, chunk int, sizes []int, xr, logits, fused Tensor, shared func(s, e int) error) error {
+	if r.spare == nil {
+		rows, ne := r.xd.Rows, r.cfg.Experts
+		sp := &staging{}
+		var err error
+		for _, b := range []struct {
+			t          *Tensor
+			dt         dtype.DType
+			rows, cols int
+		}{{&sp.xd, r.dt, rows, r.hpad}, {&sp.ld, dtype.Float32, rows, ne}, {&sp.weights, dtype.Float32, rows, r.cfg.TopK},
+			{&sp.ids, dtype.Int32, rows, r.cfg.TopK}, {&sp.yd, r.dt, rows, r.hpad}} {
+			if *b.t, err = r.ops.Alloc(b.dt, b.rows, b.cols); err != nil {
+				for _, t := range []Tensor{sp.xd, sp.ld, sp.weights, sp.ids} {
+					r.ops.Free(t) // the ones not made yet are zero: nothing to free
+				}
+				return fmt.Errorf("moe: overlap staging buffers: %w", err)
+			}
+		}
+		r.spare = sp
+	}
+	sets := [2]staging{{r.xd, r.ld, r.weights, r.ids, r.yd}, *r.spare}
+	n, maxRows := xr.Rows, slices.Max(sizes)
+	type queued struct {
+		i, s, e int
+		y       Tensor
+		csz     []int
+		done    Mark
+	}
+	combine := func(q queued) error {
+		if err := r.overlap.Await(q.done); err != nil {
+			return fmt.Errorf("moe: chunk %d of %d: %w", q.i+1, r.Chunks, err)
+		}
+		if err := r.dispatch.ReduceScatterV(ctx, q.y.Buf, fused.RowSlice(q.s, q.e-q.s).Buf, scaled(q.csz, r.hpad)); err != nil {
+			return fmt.Errorf("moe: chunk %d of %d: combine: %w", q.i+1, r.Chunks, err)
+		}
+		return shared(q.s, q.e)
+	}
+	var prev *queued
+	for i := 0; i < r.Chunks; i++ {
+		s, e := rank.ChunkRows(n, maxRows, chunk, i)
+		set := sets[i%2]
+		x, w, ids, csz, err := r.dispatchChunk(ctx, chunk, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), set)
+		if err != nil {
+			return fmt.Errorf("moe: chunk %d of %d: %w", i+1, r.Chunks, err)
+		}
+		y := set.yd.RowSlice(0, x.Rows)
+		done, err := r.overlap.Beside(func() error {
+			return r.ops.Experts(x, w, ids, &r.experts, r.shard.ExpertMap, r.act, r.cfg.WeightOnInput, y)
+		})
+		if err != nil {
+			return fmt.Errorf("moe: chunk %d of %d: experts: %w", i+1, r.Chunks, err)
+		}
+		if prev != nil {
+			if err := combine(*prev); err != nil {
+				return err
+			}
+		}
+		prev = &queued{i, s, e, y, csz, done}
+	}
+	return combine(*prev)
+}
+
+// dispatchChunk all-gathers chunk i's rows and router logits over the dispatch group into
+// set and routes them (the route hook sees the ids): the experts' input, weights and ids,
+// and every member's rows of the chunk.
+func (r *Runner) dispatchChunk(ctx context.Context, chunk, i int, sizes []int, xs, ls Tensor, set staging) (x, w, ids Tensor, csz []int, err error) {
+	csz = chunkSizes(chunk, i, sizes)
+	total := 0
+	for _, m := range csz {
+		total += m
+	}
+	x, l := set.xd.RowSlice(0, total), set.ld.RowSlice(0, total)
+	if err := r.dispatch.AllGatherV(ctx, xs.Buf, x.Buf, scaled(csz, r.hpad)); err != nil {
+		return x, w, ids, nil, fmt.Errorf("dispatch: %w", err)
+	}
+	if err := r.dispatch.AllGatherV(ctx, ls.Buf, l.Buf, scaled(csz, r.cfg.Experts)); err != nil {
+		return x, w, ids, nil, fmt.Errorf("dispatch router logits: %w", err)
+	}
+	w, ids = set.weights.RowSlice(0, total), set.ids.RowSlice(0, total)
+	if err := r.ops.Route(r.rc, l, w, ids); err != nil {
+		return x, w, ids, nil, fmt.Errorf("route: %w", err)
+	}
+	if r.onRoute != nil {
+		if err := r.onRoute(ids); err != nil {
+			return x, w, ids, nil, fmt.Errorf("route hook: %w", err)
+		}
+	}
+	return x, w, ids, csz, nil
+}
+
+// chunkSizes is every member's rows of chunk i (chunked_sizes: a member whose rows ran out
+// re-sends one, §6).
+func chunkSizes(chunk, i int, sizes []int) []int {
+	csz := make([]int, len(sizes))
+	for k, m := range sizes {
+		csz[k] = min(chunk, m-chunk*i)
+		if csz[k] <= 0 {
+			csz[k] = 1
+		}
+	}
+	return csz
+}
+
 // chunkStep dispatches one chunk, runs the local experts, and combines the result into
 // dst (this rank's rows of the chunk).
-func (r *Runner) chunkStep(ctx context.Context, i int, sizes []int, xs, ls, dst Tensor) error {
+func (r *Runner) chunkStep(ctx context.Context, chunk, i int, sizes []int, xs, ls, dst Tensor) error {
 	ops, hp, ne := r.ops, r.hpad, r.cfg.Experts
 	x, l := xs, ls
 	var csz []int
 	if r.dispatch != nil {
-		csz = make([]int, len(sizes))
+		csz = chunkSizes(chunk, i, sizes)
 		total := 0
-		for k, m := range sizes {
-			// chunked_sizes: a member whose rows ran out re-sends one (§6).
-			csz[k] = min(r.chunk, m-r.chunk*i)
-			if csz[k] <= 0 {
-				csz[k] = 1
-			}
-			total += csz[k]
+		for _, m := range csz {
+			total += m
 		}
 		x, l = r.xd.RowSlice(0, total), r.ld.RowSlice(0, total)
 		if err := r.dispatch.AllGatherV(ctx, xs.Buf, x.Buf, scaled(csz, hp)); err != nil {
@@ -502,5 +666,10 @@ func (r *Runner) Close() {
 	}
 	for _, t := range r.scratch {
 		r.ops.Free(t)
+	}
+	if sp := r.spare; sp != nil {
+		for _, t := range []Tensor{sp.xd, sp.ld, sp.weights, sp.ids, sp.yd} {
+			r.ops.Free(t)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +24,40 @@ type rankResult struct {
 	x, logits, out []float32
 	tokens         int
 	chunks         int
+	besides        int // experts calls queued beside the main stream (overlap)
 }
 
 // runLayer runs cfg on layout l in this process (one goroutine per rank over the tcp
 // backend) with tokens[d] tokens on DP rank d, and returns every rank's result.
 func runLayer(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed uint64) []rankResult {
+	t.Helper()
+	return runLayerOverlap(t, cfg, l, tokens, seed, 0)
+}
+
+// besideOps is the CPU ops with a second queue (moe.Overlapper) that runs its work at once
+// and checks that every mark is awaited exactly once: the overlapped loop's order and
+// buffers on a device where each call has finished when it returns.
+type besideOps struct {
+	moe.Ops
+	issued, awaited int
+}
+
+func (b *besideOps) Beside(f func() error) (moe.Mark, error) {
+	b.issued++
+	return b.issued, f()
+}
+
+func (b *besideOps) Await(m moe.Mark) error {
+	if n, ok := m.(int); !ok || n != b.awaited+1 || n > b.issued {
+		return fmt.Errorf("await of mark %v after %d of %d", m, b.awaited, b.issued)
+	}
+	b.awaited++
+	return nil
+}
+
+// runLayerOverlap is runLayer with SetOverlap(overlapRows) on CPU ops that can overlap
+// (besideOps) when overlapRows > 0.
+func runLayerOverlap(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed uint64, overlapRows int) []rankResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -57,12 +87,19 @@ func runLayer(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed ui
 		if err != nil {
 			return err
 		}
-		ops := cpu.New()
+		var ops moe.Ops = cpu.New()
+		beside := &besideOps{Ops: ops}
+		if overlapRows > 0 {
+			ops = beside
+		}
 		runner, err := moe.NewRunner(shard, ops, g, seed)
 		if err != nil {
 			return err
 		}
 		defer runner.Close()
+		if err := runner.SetOverlap(overlapRows); err != nil {
+			return err
+		}
 		dt, _ := cfg.ElementType()
 		tk := tokens[shard.Coord.DP]
 		n := shard.Rows(tk)
@@ -119,7 +156,10 @@ func runLayer(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed ui
 				return err
 			}
 		}
-		rr := rankResult{tokens: tk, chunks: runner.Chunks,
+		if beside.awaited != beside.issued {
+			return fmt.Errorf("rank %d: %d experts calls queued beside, %d awaited", r, beside.issued, beside.awaited)
+		}
+		rr := rankResult{tokens: tk, chunks: runner.Chunks, besides: beside.issued,
 			x: make([]float32, tk*cfg.Hidden), logits: make([]float32, tk*cfg.Experts), out: make([]float32, tk*cfg.Hidden)}
 		if err := ops.Download(x.RowSlice(0, tk), rr.x); err != nil {
 			return err
@@ -299,6 +339,80 @@ func TestRoutedScale_Section9_16(t *testing.T) {
 		if math.Abs(float64(got[i]-want)) > 1e-4 {
 			t.Fatalf("element %d: got %v, want shared %v + 2.5·fused %v", i, got[i], shared, fused[i])
 		}
+	}
+}
+
+// Overlapping each sub-batch's experts with the other's collectives gives the sequential
+// loop's bits: an unchunked pass split in two, a chunked one chunk by chunk, with uneven
+// tokens (a rank that runs out re-sends one row), sequence parallelism and shared experts.
+func TestOverlapSameBits(t *testing.T) {
+	for _, c := range []struct {
+		preset string
+		tp, dp int
+		tokens []int
+		chunk  int
+	}{
+		{"tiny", 1, 2, []int{3, 300}, 0},
+		{"tiny-deepseek", 2, 2, []int{40, 7}, 0},
+		{"tiny-latent", 1, 2, []int{17, 29}, 5},
+		{"tiny", 1, 2, []int{1, 1}, 0}, // one row each: nothing to split
+	} {
+		cfg := preset(t, c.preset)
+		if c.chunk > 0 {
+			cfg.Chunk = c.chunk
+		}
+		l, err := rank.NewLayout(c.tp*c.dp, c.tp, 1, 1, c.dp, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := runLayer(t, cfg, l, c.tokens, 5)
+		ovl := runLayerOverlap(t, cfg, l, c.tokens, 5, 2)
+		for r := range seq {
+			if !slices.Equal(seq[r].out, ovl[r].out) {
+				t.Fatalf("%s %v: rank %d differs overlapped", c.preset, c.tokens, r)
+			}
+			want := 0 // the last pass's experts calls beside: one per chunk; none without a split
+			if slices.Max(c.tokens) > 1 {
+				want = 2 * ovl[r].chunks // two passes
+			}
+			if c.chunk == 0 && slices.Max(c.tokens) > 1 && ovl[r].chunks != 2 || ovl[r].besides != want {
+				t.Errorf("%s %v rank %d: %d chunks, %d experts calls beside (want %d)", c.preset, c.tokens, r, ovl[r].chunks, ovl[r].besides, want)
+			}
+		}
+	}
+}
+
+// Overlap needs ops that can overlap, a dispatch group and no PCP.
+func TestSetOverlapRefuses(t *testing.T) {
+	cfg := preset(t, "tiny")
+	err := commtest.RunGroup(t.Context(), tcp.Open, 1, func(ctx context.Context, world comm.Communicator) error {
+		l, _ := rank.NewLayout(1, 1, 1, 1, 1, false)
+		shard, err := moe.NewShard(cfg, l, 0)
+		if err != nil {
+			return err
+		}
+		g := moe.Groups{TP: world, DP: world, PCP: world, EP: world}
+		for _, c := range []struct {
+			ops  moe.Ops
+			want string
+		}{{cpu.New(), "needs ops with a second queue"}, {&besideOps{Ops: cpu.New()}, "needs a dispatch group"}} {
+			runner, err := moe.NewRunner(shard, c.ops, g, 1)
+			if err != nil {
+				return err
+			}
+			err = runner.SetOverlap(1)
+			runner.Close()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				return fmt.Errorf("SetOverlap: %v, want %q", err, c.want)
+			}
+			if err := runner.SetOverlap(0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -43,6 +43,10 @@ func (p *phaseOps) span(name string, f func() error) error {
 	return nil
 }
 
+// Overlapper is the device's second queue, if it has one (moe.OverlapperOf): work queued
+// there goes through p like the rest, so its spans are marked on that queue.
+func (p *phaseOps) Overlapper() moe.Overlapper { return moe.OverlapperOf(p.Ops) }
+
 func (p *phaseOps) Route(cfg router.Config, logits, weights, ids moe.Tensor) error {
 	return p.span("route", func() error { return p.Ops.Route(cfg, logits, weights, ids) })
 }

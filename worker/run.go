@@ -46,6 +46,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
 			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
 			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
+			&cli.IntFlag{Name: "overlap", Usage: "split a forward pass that dispatches at least this many rows in all into two sub-batches and run each one's experts beside the other's collectives (a GPU's second stream; 0: off)"},
 			&cli.StringFlag{Name: "graph", Value: "auto", Usage: "CUDA graphs: auto replays each row's forward pass from a graph on a GPU when nothing in it waits for the host (decode sizes); off never"},
 			&cli.BoolFlag{Name: "phases", Usage: "print each row's device time by phase (rank 0's profile pass: route, experts, collectives, …)"},
 			&cli.BoolFlag{Name: "predict", Usage: "no job: predict each row's forward pass by phase from --topology-file (one process, no GPU; layout from the global --tp/--dp/--pcp/--pp/--ep)"},
@@ -273,6 +274,9 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	if g := cmd.String("graph"); g != "auto" && g != "off" {
 		return usagef("--graph %q: expected auto or off", g)
 	}
+	if o := cmd.Int("overlap"); o < 0 {
+		return usagef("--overlap %d: expected 0 (off) or the dispatched rows from which to overlap", o)
+	}
 	iters, warmup := cmd.Int("iters"), cmd.Int("warmup")
 	if iters < 1 || warmup < 0 {
 		return usagef("--iters %d --warmup %d: expected at least 1 timed and 0 or more warm-up passes", iters, warmup)
@@ -321,6 +325,9 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		return fmt.Errorf("rank %d: %w", p.Rank, err)
 	}
 	defer runner.Close()
+	if err := runner.SetOverlap(cmd.Int("overlap")); err != nil {
+		return usageError{fmt.Errorf("--overlap: %w", err)}
+	}
 	// The weights are made on the device; wait for them (and anything the runner's set-up
 	// enqueued) before the host's long steps, so no collective stays pending through them.
 	if err := ops.Sync(); err != nil {
@@ -618,7 +625,8 @@ func (l *layerRun) captureGraph(ctx context.Context, x, logits, out moe.Tensor) 
 	l.destroyGraph()
 	g, ok := l.ops.(*gpu.Ops)
 	yes := float32(0)
-	if ok && l.graphs && g.Capturable(l.chunkRows, l.cfg.TopK, len(l.shard.Experts)) {
+	// An overlapped pass (two streams, host waits inside the experts) is never captured.
+	if ok && l.graphs && !l.runner.Overlapped && g.Capturable(l.chunkRows, l.cfg.TopK, len(l.shard.Experts)) {
 		yes = 1
 	}
 	all := make([]float32, l.job.World.Size())

@@ -6,6 +6,7 @@ package gpu
 import (
 	_ "embed"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -39,6 +40,81 @@ type Ops struct {
 	name      string
 	cc        int
 	mma       mmaKernel
+	// main is the stream that every call uses outside Beside (stream is side inside it);
+	// side and marks are made at the first Beside.
+	main  *cuda.Stream
+	side  *cuda.Stream
+	marks []*cuda.Event
+	next  int
+}
+
+var _ moe.Overlapper = (*Ops)(nil)
+
+// besideMarks is how many events Beside cycles through: a mark is awaited by the caller
+// within the next sub-batch (two Beside calls, four events), long before it comes round.
+const besideMarks = 16
+
+// Beside queues f's work on a second stream that starts once everything on the main
+// stream so far has run (cuBLAS follows), and returns an event at its end for Await.
+// Host waits inside f (Download, Sync) wait for the second stream only.
+func (o *Ops) Beside(f func() error) (moe.Mark, error) {
+	if o.side != nil && o.stream == o.side {
+		return nil, errors.New("gpu: Beside inside Beside")
+	}
+	if o.side == nil {
+		s, err := o.dev.NewStream()
+		if err != nil {
+			return nil, err
+		}
+		for range besideMarks {
+			e, err := o.dev.NewEvent()
+			if err != nil {
+				return nil, err
+			}
+			o.marks = append(o.marks, e)
+		}
+		o.main, o.side = o.stream, s
+	}
+	start := o.mark()
+	if err := start.Record(o.stream); err != nil {
+		return nil, err
+	}
+	if err := o.side.WaitEvent(start); err != nil {
+		return nil, err
+	}
+	if err := o.blas.SetStream(o.side); err != nil {
+		return nil, err
+	}
+	o.stream = o.side
+	ferr := f()
+	o.stream = o.main
+	if err := o.blas.SetStream(o.main); err != nil {
+		return nil, errors.Join(ferr, err)
+	}
+	if ferr != nil {
+		return nil, ferr
+	}
+	end := o.mark()
+	if err := end.Record(o.side); err != nil {
+		return nil, err
+	}
+	return end, nil
+}
+
+// Await makes the main stream's later work wait for a mark of Beside.
+func (o *Ops) Await(m moe.Mark) error {
+	e, ok := m.(*cuda.Event)
+	if !ok || o.side == nil {
+		return fmt.Errorf("gpu: await of %v: not a mark of Beside", m)
+	}
+	return o.stream.WaitEvent(e)
+}
+
+// mark is the next event of the cycle.
+func (o *Ops) mark() *cuda.Event {
+	e := o.marks[o.next%len(o.marks)]
+	o.next++
+	return e
 }
 
 var kernels = []string{"moe_fill", "moe_axpby", "moe_copycols", "moe_gated", "moe_route",
@@ -446,6 +522,13 @@ func (o *Ops) Close() error {
 	}
 	o.scratch = map[string]moe.Tensor{}
 	err := o.blas.Destroy()
+	for _, e := range o.marks {
+		err = errors.Join(err, e.Destroy())
+	}
+	if o.side != nil {
+		err = errors.Join(err, o.side.Destroy())
+	}
+	o.marks, o.side = nil, nil
 	if uerr := o.mod.Unload(); err == nil {
 		err = uerr
 	}

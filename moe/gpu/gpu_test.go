@@ -414,3 +414,63 @@ func TestDecodeGraphReplay(t *testing.T) {
 		compare(t, fmt.Sprintf("replay %d output", trial), o, c, out, 3e-2)
 	}
 }
+
+// Work queued beside the main stream starts after the main stream's earlier work and ends
+// before the main stream's work after Await: a large fill on the main stream, copied
+// beside it, scaled on the main stream after the await, equals the CPU's. The grouped
+// experts run beside it match the CPU under every plan (cuBLAS follows the stream), and
+// Beside does not nest.
+func TestBeside(t *testing.T) {
+	o := device(t)
+	c := cpu.New()
+	const rows, cols = 8192, 4096 // 32 M float32: the fill takes long enough to race
+	src := both(t, o, c, dtype.Float32, rows, cols, nil)
+	dst := both(t, o, c, dtype.Float32, rows, cols, nil)
+	g := moe.XGen(3, 0, rows, rows)
+	if err := o.Fill(src.g, g); err != nil {
+		t.Fatal(err)
+	}
+	c.Fill(src.c, moe.XGen(3, 0, rows, rows))
+	done, err := o.Beside(func() error { return o.Copy(dst.g, src.g) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Await(done); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Axpby(2, dst.g, 0, src.g); err != nil {
+		t.Fatal(err)
+	}
+	c.Copy(dst.c, src.c)
+	c.Axpby(2, dst.c, 0, src.c)
+	compare(t, "fill, copy beside, scale", o, c, dst, 0)
+
+	r := rand.New(rand.NewPCG(7, 8))
+	defer func() { expertMode = 0 }()
+	for mode := range 3 {
+		expertMode = mode
+		tc := expertCase{300, 2, 3, 16, 32, nil, false, dtype.BFloat16}
+		m, err := o.Beside(func() error {
+			checkExperts(t, o, c, r, tc, false, fmt.Sprintf("experts beside, mode %d", mode))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Await(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := o.Beside(func() error {
+		_, err := o.Beside(func() error { return nil })
+		if err == nil {
+			t.Error("Beside inside Beside was accepted")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Await("not a mark"); err == nil {
+		t.Error("Await of a non-mark was accepted")
+	}
+}
