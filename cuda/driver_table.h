@@ -44,7 +44,8 @@ static CUresult moe_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *n
 static CUresult moe_cuModuleUnload(CUmodule m) { return ((CUresult (*)(CUmodule m))moe_cu_fns[27])(m); }
 static CUresult moe_cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params, void **extra) { return ((CUresult (*)(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params, void **extra))moe_cu_fns[28])(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra); }
 static CUresult moe_cuGetErrorName(int r, const char **s) { return ((CUresult (*)(int r, const char **s))moe_cu_fns[29])(r, s); }
-// cuda.h: CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags).
+// cuda.h: CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags)
+// (as the public G-Watch/G-Watch hijack of it declares it; not yet grepped on a GPU host).
 static CUresult moe_cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) { return ((CUresult (*)(CUstream, CUevent, unsigned int))moe_cu_fns[30])(s, e, flags); }
 
 // CUDA graphs (stream capture and replay), bound when the driver has them: the decode path
