@@ -66,14 +66,19 @@ func (o *Ops) Beside(f func() error) (moe.Mark, error) {
 		if err != nil {
 			return nil, err
 		}
+		marks := make([]*cuda.Event, 0, besideMarks)
 		for range besideMarks {
 			e, err := o.dev.NewEvent()
 			if err != nil {
+				for _, m := range marks {
+					m.Destroy()
+				}
+				s.Destroy()
 				return nil, err
 			}
-			o.marks = append(o.marks, e)
+			marks = append(marks, e)
 		}
-		o.main, o.side = o.stream, s
+		o.main, o.side, o.marks = o.stream, s, marks
 	}
 	start := o.mark()
 	if err := start.Record(o.stream); err != nil {
