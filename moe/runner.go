@@ -65,6 +65,14 @@ type Runner struct {
 	overlap     Overlapper
 	overlapRows int
 	spare       *staging
+	// the last forward pass's dispatched rows in all and largest member's rows (Overlaps)
+	lastTotal, lastMax int
+}
+
+// Overlaps reports whether a forward pass of the last one's sizes overlaps under the
+// current setting (SetOverlap).
+func (r *Runner) Overlaps() bool {
+	return r.overlapRows > 0 && r.lastMax > 1 && r.lastTotal >= r.overlapRows
 }
 
 // staging is one set of the buffers a dispatched chunk goes through.
@@ -374,14 +382,13 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 
 	// §1.5: every member of the dispatch group runs ceil(M/C) chunks in lockstep.
 	chunk := r.chunk
-	overlap := r.overlapRows > 0 && maxRows > 1
+	r.lastTotal, r.lastMax = 0, maxRows
+	for _, m := range sizes {
+		r.lastTotal += m
+	}
+	overlap := r.Overlaps()
 	if overlap {
-		total := 0
-		for _, m := range sizes {
-			total += m
-		}
-		overlap = total >= r.overlapRows
-		if overlap && rank.NumChunks(maxRows, 1, chunk) == 1 {
+		if rank.NumChunks(maxRows, 1, chunk) == 1 {
 			chunk = (maxRows + 1) / 2 // two sub-batches, to overlap with each other
 		}
 	}

@@ -367,7 +367,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	tol := tolerance(cfg)
 	worst := 0.0
 	for _, tokens := range rows {
-		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, phases: phases, seed: seed, tokens: tokens, peaks: report.Peaks, graphs: cmd.String("graph") == "auto"}
+		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, phases: phases, seed: seed, tokens: tokens, peaks: report.Peaks, graphs: cmd.String("graph") == "auto", overlap: cmd.Int("overlap")}
 		res, err := l.measure(ctx, iters, warmup)
 		if err != nil {
 			return fmt.Errorf("rank %d: %w", p.Rank, err)
@@ -477,6 +477,7 @@ type layerRun struct {
 	eagerComm      float64 // seconds in collectives in the last eager pass
 	chunkRows      []int   // rows the experts saw in each chunk (profile pass)
 	graphs         bool    // replay from a CUDA graph where the forward pass allows it
+	overlap        int     // --overlap: the dispatched rows from which forward passes overlap
 	graph          *cuda.Graph
 	owned          []moe.Tensor // what measure allocated, freed by free
 }
@@ -626,7 +627,7 @@ func (l *layerRun) captureGraph(ctx context.Context, x, logits, out moe.Tensor) 
 	g, ok := l.ops.(*gpu.Ops)
 	yes := float32(0)
 	// An overlapped pass (two streams, host waits inside the experts) is never captured.
-	if ok && l.graphs && !l.runner.Overlapped && g.Capturable(l.chunkRows, l.cfg.TopK, len(l.shard.Experts)) {
+	if ok && l.graphs && !l.runner.Overlaps() && g.Capturable(l.chunkRows, l.cfg.TopK, len(l.shard.Experts)) {
 		yes = 1
 	}
 	all := make([]float32, l.job.World.Size())
@@ -656,7 +657,20 @@ func (l *layerRun) destroyGraph() {
 // measureWork runs one more, untimed forward pass that counts what this rank's experts
 // touch (reading each chunk's routing back) and records its collectives, then replays
 // those collectives alone: the inputs of the bound.
-func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) error {
+//
+// It runs sequentially even under --overlap: the bound and the phases are those of the
+// layer, not of the sub-batches an overlapped pass splits it into (each re-reads weights).
+func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) (err error) {
+	if l.overlap > 0 {
+		if err := l.runner.SetOverlap(0); err != nil {
+			return err
+		}
+		defer func() {
+			if serr := l.runner.SetOverlap(l.overlap); err == nil {
+				err = serr
+			}
+		}()
+	}
 	var st routeStats
 	local := len(l.shard.Experts)
 	l.chunkRows = l.chunkRows[:0]
@@ -673,7 +687,7 @@ func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) e
 	l.clock.Reset()
 	l.phases.spans, l.phases.on = l.phases.spans[:0], true
 	l.clock.Record(true)
-	err := l.runner.Forward(ctx, x, logits, out)
+	err = l.runner.Forward(ctx, x, logits, out)
 	l.clock.Record(false)
 	l.phases.on = false
 	l.runner.SetRouteHook(nil)
