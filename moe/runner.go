@@ -50,10 +50,9 @@ type Runner struct {
 	// Per-forward buffers, grown to the largest T seen.
 	scratch map[string]Tensor
 
-	// Chunks is the number of chunks of the last forward pass, and Overlapped whether it
-	// ran them overlapped (SetOverlap).
-	Chunks     int
-	Overlapped bool
+	// Chunks is the number of chunks of the last forward pass (an overlapped pass of one
+	// chunk counts its two halves: Overlaps).
+	Chunks int
 
 	// tokens per DP rank when the caller has given them (SetTokensPerDP), else nil and
 	// every forward pass exchanges the row counts of the dispatch group.
@@ -392,7 +391,7 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 			chunk = (maxRows + 1) / 2 // two sub-batches, to overlap with each other
 		}
 	}
-	r.Chunks, r.Overlapped = rank.NumChunks(maxRows, 1, chunk), overlap
+	r.Chunks = rank.NumChunks(maxRows, 1, chunk)
 	shared := func(s, e int) error {
 		// Shared experts on the local, pre-dispatch input of the same rows (§1.4).
 		if r.shared == nil {
