@@ -31,33 +31,65 @@ type rankResult struct {
 // backend) with tokens[d] tokens on DP rank d, and returns every rank's result.
 func runLayer(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed uint64) []rankResult {
 	t.Helper()
-	return runLayerOverlap(t, cfg, l, tokens, seed, 0)
+	return runLayerOverlap(t, cfg, l, tokens, seed, 0, false)
 }
 
-// besideOps is the CPU ops with a second queue (moe.Overlapper) that runs its work at once
-// and checks that every mark is awaited exactly once: the overlapped loop's order and
-// buffers on a device where each call has finished when it returns.
-type besideOps struct {
+// queueOps is the CPU ops with a second queue (moe.Overlapper) shaped like a GPU's second
+// stream: each Beside's work runs after the previous one's, on a goroutine (async) or at
+// once, with the experts on a CPU device of their own (a stream's own scratch); Await
+// waits for it, and every mark must be awaited once, in order. Async under -race, a
+// buffer that both queues touch without an Await between them is a reported data race:
+// the overlapped loop's buffer hazards, checked on the CPU.
+type queueOps struct {
 	moe.Ops
+	side            *cpu.Ops
+	async           bool
+	last            *queueMark
 	issued, awaited int
 }
 
-func (b *besideOps) Beside(f func() error) (moe.Mark, error) {
-	b.issued++
-	return b.issued, f()
+type queueMark struct {
+	n    int
+	done chan struct{}
+	err  error
 }
 
-func (b *besideOps) Await(m moe.Mark) error {
-	if n, ok := m.(int); !ok || n != b.awaited+1 || n > b.issued {
-		return fmt.Errorf("await of mark %v after %d of %d", m, b.awaited, b.issued)
+func (q *queueOps) Beside(f func() error) (moe.Mark, error) {
+	q.issued++
+	m, prev := &queueMark{n: q.issued, done: make(chan struct{})}, q.last
+	q.last = m
+	run := func() {
+		if prev != nil {
+			<-prev.done
+		}
+		m.err = f()
+		close(m.done)
 	}
-	b.awaited++
-	return nil
+	if q.async {
+		go run()
+	} else {
+		run()
+	}
+	return m, nil
 }
 
-// runLayerOverlap is runLayer with SetOverlap(overlapRows) on CPU ops that can overlap
-// (besideOps) when overlapRows > 0.
-func runLayerOverlap(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed uint64, overlapRows int) []rankResult {
+func (q *queueOps) Await(mark moe.Mark) error {
+	m, ok := mark.(*queueMark)
+	if !ok || m.n != q.awaited+1 {
+		return fmt.Errorf("await of mark %v after %d of %d", mark, q.awaited, q.issued)
+	}
+	<-m.done
+	q.awaited++
+	return m.err
+}
+
+func (q *queueOps) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMap []int32, act moe.Activation, onInput bool, out moe.Tensor) error {
+	return q.side.Experts(x, weights, ids, w, expertMap, act, onInput, out)
+}
+
+// runLayerOverlap is runLayer with SetOverlap(overlapRows) on CPU ops with a second queue
+// (queueOps, async or not) when overlapRows > 0.
+func runLayerOverlap(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, seed uint64, overlapRows int, async bool) []rankResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -88,7 +120,7 @@ func runLayerOverlap(t *testing.T, cfg moe.Config, l rank.Layout, tokens []int, 
 			return err
 		}
 		var ops moe.Ops = cpu.New()
-		beside := &besideOps{Ops: ops}
+		beside := &queueOps{Ops: ops, side: cpu.New(), async: async}
 		if overlapRows > 0 {
 			ops = beside
 		}
@@ -344,7 +376,8 @@ func TestRoutedScale_Section9_16(t *testing.T) {
 
 // Overlapping each sub-batch's experts with the other's collectives gives the sequential
 // loop's bits: an unchunked pass split in two, a chunked one chunk by chunk, with uneven
-// tokens (a rank that runs out re-sends one row), sequence parallelism and shared experts.
+// tokens (a rank that runs out re-sends one row), sequence parallelism and shared experts;
+// with the second queue on a goroutine too, where -race finds any buffer both queues touch.
 func TestOverlapSameBits(t *testing.T) {
 	for _, c := range []struct {
 		preset string
@@ -366,17 +399,19 @@ func TestOverlapSameBits(t *testing.T) {
 			t.Fatal(err)
 		}
 		seq := runLayer(t, cfg, l, c.tokens, 5)
-		ovl := runLayerOverlap(t, cfg, l, c.tokens, 5, 2)
-		for r := range seq {
-			if !slices.Equal(seq[r].out, ovl[r].out) {
-				t.Fatalf("%s %v: rank %d differs overlapped", c.preset, c.tokens, r)
-			}
-			want := 0 // the last pass's experts calls beside: one per chunk; none without a split
-			if slices.Max(c.tokens) > 1 {
-				want = 2 * ovl[r].chunks // two passes
-			}
-			if c.chunk == 0 && slices.Max(c.tokens) > 1 && ovl[r].chunks != 2 || ovl[r].besides != want {
-				t.Errorf("%s %v rank %d: %d chunks, %d experts calls beside (want %d)", c.preset, c.tokens, r, ovl[r].chunks, ovl[r].besides, want)
+		for _, async := range []bool{false, true} {
+			ovl := runLayerOverlap(t, cfg, l, c.tokens, 5, 2, async)
+			for r := range seq {
+				if !slices.Equal(seq[r].out, ovl[r].out) {
+					t.Fatalf("%s %v: rank %d differs overlapped", c.preset, c.tokens, r)
+				}
+				want := 0 // the last pass's experts calls beside: one per chunk; none without a split
+				if slices.Max(c.tokens) > 1 {
+					want = 2 * ovl[r].chunks // two passes
+				}
+				if c.chunk == 0 && slices.Max(c.tokens) > 1 && ovl[r].chunks != 2 || ovl[r].besides != want {
+					t.Errorf("%s %v rank %d: %d chunks, %d experts calls beside (want %d)", c.preset, c.tokens, r, ovl[r].chunks, ovl[r].besides, want)
+				}
 			}
 		}
 	}
@@ -395,7 +430,7 @@ func TestSetOverlapRefuses(t *testing.T) {
 		for _, c := range []struct {
 			ops  moe.Ops
 			want string
-		}{{cpu.New(), "needs ops with a second queue"}, {&besideOps{Ops: cpu.New()}, "needs a dispatch group"}} {
+		}{{cpu.New(), "needs ops with a second queue"}, {&queueOps{Ops: cpu.New(), side: cpu.New()}, "needs a dispatch group"}} {
 			runner, err := moe.NewRunner(shard, c.ops, g, 1)
 			if err != nil {
 				return err
