@@ -386,10 +386,8 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 		r.lastTotal += m
 	}
 	overlap := r.Overlaps()
-	if overlap {
-		if rank.NumChunks(maxRows, 1, chunk) == 1 {
-			chunk = (maxRows + 1) / 2 // two sub-batches, to overlap with each other
-		}
+	if overlap && rank.NumChunks(maxRows, 1, chunk) == 1 {
+		chunk = (maxRows + 1) / 2 // two sub-batches, to overlap with each other
 	}
 	r.Chunks = rank.NumChunks(maxRows, 1, chunk)
 	shared := func(s, e int) error {
