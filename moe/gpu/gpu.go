@@ -40,9 +40,8 @@ type Ops struct {
 	name      string
 	cc        int
 	mma       mmaKernel
-	// main is the stream that every call uses outside Beside (stream is side inside it);
-	// side and marks are made at the first Beside.
-	main  *cuda.Stream
+	// side is the second stream (stream is side inside Beside); it and marks are made at
+	// the first Beside.
 	side  *cuda.Stream
 	marks []*cuda.Event
 	next  int
@@ -78,8 +77,9 @@ func (o *Ops) Beside(f func() error) (moe.Mark, error) {
 			}
 			marks = append(marks, e)
 		}
-		o.main, o.side, o.marks = o.stream, s, marks
+		o.side, o.marks = s, marks
 	}
+	main := o.stream
 	start := o.mark()
 	if err := start.Record(o.stream); err != nil {
 		return nil, err
@@ -90,10 +90,12 @@ func (o *Ops) Beside(f func() error) (moe.Mark, error) {
 	if err := o.blas.SetStream(o.side); err != nil {
 		return nil, err
 	}
-	o.stream = o.side
-	ferr := f()
-	o.stream = o.main
-	if err := o.blas.SetStream(o.main); err != nil {
+	ferr := func() error {
+		o.stream = o.side
+		defer func() { o.stream = main }() // even if f never returns (runtime.Goexit)
+		return f()
+	}()
+	if err := o.blas.SetStream(main); err != nil {
 		return nil, errors.Join(ferr, err)
 	}
 	if ferr != nil {
