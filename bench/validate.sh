@@ -97,6 +97,8 @@ predict=()
 if [[ $backend == nccl ]] && bin/launch --show-topology --json >"$outdir/topology.json" 2>"$outdir/topology.log"; then
   predict=(--topology-file "$outdir/topology.json")
 fi
+# ms3 V: V with three decimals, or "-" as it is.
+ms3() { [[ $1 == - ]] && echo - || awk -v v="$1" 'BEGIN {printf "%.3f", v}'; }
 # field NAME FILE: the first number of "NAME" in a JSON file, or "-".
 field() { grep -o "\"$1\": *[0-9.eE+-]*" "$2" 2>/dev/null | head -1 | sed 's/.*: *//' | grep . || echo -; }
 if ((np > 1)); then
@@ -109,8 +111,7 @@ if ((np > 1)); then
       --preset "$p" --match-ref --tokens 128 --iters 20 --warmup 3 --phases --json "$js" "${predict[@]}" >"$log" 2>&1
     read -r ag rs < <(grep -m1 'phases, ms:' "$log" | awk '{for (i = 1; i < NF; i++) {if ($i == "all_gather_v") a = $(i + 1); if ($i == "reduce_scatter_v") r = $(i + 1)} print (a == "" ? "-" : a), (r == "" ? "-" : r)}')
     inpass=$(field comm_ms "$js") alone=$(field bound_comm_ms "$js")
-    fmt() { [[ $1 == - ]] && echo - || awk -v v="$1" 'BEGIN {printf "%.3f", v}'; }
-    inpass=$(fmt "$inpass") alone=$(fmt "$alone")
+    inpass=$(ms3 "$inpass") alone=$(ms3 "$alone")
     ratio=$(grep -m1 -o 'measured/predicted [0-9.]*' "$log" | awk '{print $2}')
     target=—
     if [[ $p == deepseek-v3 ]] && ((np >= 8)); then

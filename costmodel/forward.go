@@ -204,7 +204,13 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 // vTime costs a -v collective (AllGatherV or ReduceScatterV) with these blocks as the NCCL
 // backend runs it: the plain collective when every block has the same, non-zero size.
 func vTime(op Op, blocks []float64, p Params, lk Link) (float64, error) {
-	plain := map[Op]Op{AllGatherV: AllGather, ReduceScatterV: ReduceScatter}[op]
+	var plain Op
+	switch op {
+	case AllGatherV:
+		plain = AllGather
+	case ReduceScatterV:
+		plain = ReduceScatter
+	}
 	total, equal := 0.0, blocks[0] > 0
 	for _, b := range blocks {
 		total += b

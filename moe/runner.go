@@ -443,7 +443,7 @@ func (r *Runner) overlapped(ctx context.Context, chunk int, sizes []int, xr, log
 		}
 		r.spare = sp
 	}
-	sets := [2]staging{{r.xd, r.ld, r.weights, r.ids, r.yd}, *r.spare}
+	sets := [2]staging{r.staged(), *r.spare}
 	n, maxRows := xr.Rows, slices.Max(sizes)
 	type queued struct {
 		i, s, e int
@@ -464,7 +464,11 @@ func (r *Runner) overlapped(ctx context.Context, chunk int, sizes []int, xr, log
 	for i := 0; i < r.Chunks; i++ {
 		s, e := rank.ChunkRows(n, maxRows, chunk, i)
 		set := sets[i%2]
-		x, w, ids, csz, err := r.dispatchChunk(ctx, chunk, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), set)
+		x, l, csz, err := r.gather(ctx, chunk, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), set)
+		if err != nil {
+			return fmt.Errorf("moe: chunk %d of %d: %w", i+1, r.Chunks, err)
+		}
+		w, ids, err := r.route(l, set)
 		if err != nil {
 			return fmt.Errorf("moe: chunk %d of %d: %w", i+1, r.Chunks, err)
 		}
@@ -485,33 +489,42 @@ func (r *Runner) overlapped(ctx context.Context, chunk int, sizes []int, xr, log
 	return combine(*prev)
 }
 
-// dispatchChunk all-gathers chunk i's rows and router logits over the dispatch group into
-// set and routes them (the route hook sees the ids): the experts' input, weights and ids,
-// and every member's rows of the chunk.
-func (r *Runner) dispatchChunk(ctx context.Context, chunk, i int, sizes []int, xs, ls Tensor, set staging) (x, w, ids Tensor, csz []int, err error) {
+// gather all-gathers chunk i's rows and router logits over the dispatch group into set:
+// the dispatched rows and logits, and every member's rows of the chunk.
+func (r *Runner) gather(ctx context.Context, chunk, i int, sizes []int, xs, ls Tensor, set staging) (x, l Tensor, csz []int, err error) {
 	csz = chunkSizes(chunk, i, sizes)
 	total := 0
 	for _, m := range csz {
 		total += m
 	}
-	x, l := set.xd.RowSlice(0, total), set.ld.RowSlice(0, total)
+	x, l = set.xd.RowSlice(0, total), set.ld.RowSlice(0, total)
 	if err := r.dispatch.AllGatherV(ctx, xs.Buf, x.Buf, scaled(csz, r.hpad)); err != nil {
-		return x, w, ids, nil, fmt.Errorf("dispatch: %w", err)
+		return x, l, nil, fmt.Errorf("dispatch: %w", err)
 	}
 	if err := r.dispatch.AllGatherV(ctx, ls.Buf, l.Buf, scaled(csz, r.cfg.Experts)); err != nil {
-		return x, w, ids, nil, fmt.Errorf("dispatch router logits: %w", err)
+		return x, l, nil, fmt.Errorf("dispatch router logits: %w", err)
 	}
-	w, ids = set.weights.RowSlice(0, total), set.ids.RowSlice(0, total)
+	return x, l, csz, nil
+}
+
+// route routes the rows of logits l into set's weights and ids, and shows the ids to the
+// route hook.
+func (r *Runner) route(l Tensor, set staging) (w, ids Tensor, err error) {
+	w, ids = set.weights.RowSlice(0, l.Rows), set.ids.RowSlice(0, l.Rows)
 	if err := r.ops.Route(r.rc, l, w, ids); err != nil {
-		return x, w, ids, nil, fmt.Errorf("route: %w", err)
+		return w, ids, fmt.Errorf("route: %w", err)
 	}
 	if r.onRoute != nil {
 		if err := r.onRoute(ids); err != nil {
-			return x, w, ids, nil, fmt.Errorf("route hook: %w", err)
+			return w, ids, fmt.Errorf("route hook: %w", err)
 		}
 	}
-	return x, w, ids, csz, nil
+	return w, ids, nil
 }
+
+// staged is the runner's first set of staging buffers (the overlapped loop's other one is
+// spare).
+func (r *Runner) staged() staging { return staging{r.xd, r.ld, r.weights, r.ids, r.yd} }
 
 // chunkSizes is every member's rows of chunk i (chunked_sizes: a member whose rows ran out
 // re-sends one, §6).
@@ -529,21 +542,14 @@ func chunkSizes(chunk, i int, sizes []int) []int {
 // chunkStep dispatches one chunk, runs the local experts, and combines the result into
 // dst (this rank's rows of the chunk).
 func (r *Runner) chunkStep(ctx context.Context, chunk, i int, sizes []int, xs, ls, dst Tensor) error {
-	ops, hp, ne := r.ops, r.hpad, r.cfg.Experts
+	ops, hp := r.ops, r.hpad
+	set := r.staged()
 	x, l := xs, ls
 	var csz []int
 	if r.dispatch != nil {
-		csz = chunkSizes(chunk, i, sizes)
-		total := 0
-		for _, m := range csz {
-			total += m
-		}
-		x, l = r.xd.RowSlice(0, total), r.ld.RowSlice(0, total)
-		if err := r.dispatch.AllGatherV(ctx, xs.Buf, x.Buf, scaled(csz, hp)); err != nil {
-			return fmt.Errorf("dispatch: %w", err)
-		}
-		if err := r.dispatch.AllGatherV(ctx, ls.Buf, l.Buf, scaled(csz, ne)); err != nil {
-			return fmt.Errorf("dispatch router logits: %w", err)
+		var err error
+		if x, l, csz, err = r.gather(ctx, chunk, i, sizes, xs, ls, set); err != nil {
+			return err
 		}
 	}
 	rows := x.Rows
@@ -558,15 +564,9 @@ func (r *Runner) chunkStep(ctx context.Context, chunk, i int, sizes []int, xs, l
 		}
 		x, l = xp, lp
 	}
-
-	w, ids := r.weights.RowSlice(0, x.Rows), r.ids.RowSlice(0, x.Rows)
-	if err := ops.Route(r.rc, l, w, ids); err != nil {
-		return fmt.Errorf("route: %w", err)
-	}
-	if r.onRoute != nil {
-		if err := r.onRoute(ids); err != nil {
-			return fmt.Errorf("route hook: %w", err)
-		}
+	w, ids, err := r.route(l, set)
+	if err != nil {
+		return err
 	}
 	y := dst
 	if r.dispatch != nil || r.pcp != nil {
