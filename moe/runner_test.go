@@ -374,21 +374,26 @@ func TestRoutedScale_Section9_16(t *testing.T) {
 	}
 }
 
-// Overlapping each sub-batch's experts with the other's collectives gives the sequential
-// loop's bits: an unchunked pass split in two, a chunked one chunk by chunk, with uneven
-// tokens (a rank that runs out re-sends one row), sequence parallelism and shared experts;
-// with the second queue on a goroutine too, where -race finds any buffer both queues touch.
+// Overlapping each chunk's experts with the next chunk's dispatch and the last one's
+// combine gives the sequential loop's bits: with uneven tokens (a rank that runs out
+// re-sends one row), sequence parallelism, shared experts and the latent transform; with
+// the second queue on a goroutine too, where -race finds any buffer both queues touch.
+// Passes of one chunk, or of chunks that dispatch fewer rows than the setting, run in turn.
 func TestOverlapSameBits(t *testing.T) {
 	for _, c := range []struct {
-		preset string
-		tp, dp int
-		tokens []int
-		chunk  int
+		preset      string
+		tp, dp      int
+		tokens      []int
+		chunk       int
+		minRows     int
+		wantOverlap bool
 	}{
-		{"tiny", 1, 2, []int{3, 300}, 0},
-		{"tiny-deepseek", 2, 2, []int{40, 7}, 0},
-		{"tiny-latent", 1, 2, []int{17, 29}, 5},
-		{"tiny", 1, 2, []int{1, 1}, 0}, // one row each: nothing to split
+		{"tiny", 1, 2, []int{3, 300}, 64, 2, true},
+		{"tiny-deepseek", 2, 2, []int{40, 7}, 8, 2, true},
+		{"tiny-latent", 1, 2, []int{17, 29}, 5, 10, true},  // chunks of 5 + 5 rows
+		{"tiny-latent", 1, 2, []int{17, 29}, 5, 11, false}, // too few rows a chunk
+		{"tiny", 1, 2, []int{3, 200}, 0, 2, false},         // one chunk: never split
+		{"tiny", 1, 2, []int{1, 1}, 0, 1, false},           // one row each
 	} {
 		cfg := preset(t, c.preset)
 		if c.chunk > 0 {
@@ -400,17 +405,18 @@ func TestOverlapSameBits(t *testing.T) {
 		}
 		seq := runLayer(t, cfg, l, c.tokens, 5)
 		for _, async := range []bool{false, true} {
-			ovl := runLayerOverlap(t, cfg, l, c.tokens, 5, 2, async)
+			ovl := runLayerOverlap(t, cfg, l, c.tokens, 5, c.minRows, async)
 			for r := range seq {
 				if !slices.Equal(seq[r].out, ovl[r].out) {
-					t.Fatalf("%s %v: rank %d differs overlapped", c.preset, c.tokens, r)
+					t.Fatalf("%s %v chunk %d: rank %d differs overlapped", c.preset, c.tokens, c.chunk, r)
 				}
-				want := 0 // the last pass's experts calls beside: one per chunk; none without a split
-				if slices.Max(c.tokens) > 1 {
-					want = 2 * ovl[r].chunks // two passes
+				want := 0 // experts calls beside in two passes: one a chunk when overlapped
+				if c.wantOverlap {
+					want = 2 * ovl[r].chunks
 				}
-				if c.chunk == 0 && slices.Max(c.tokens) > 1 && ovl[r].chunks != 2 || ovl[r].besides != want {
-					t.Errorf("%s %v rank %d: %d chunks, %d experts calls beside (want %d)", c.preset, c.tokens, r, ovl[r].chunks, ovl[r].besides, want)
+				if ovl[r].chunks != seq[r].chunks || ovl[r].besides != want {
+					t.Errorf("%s %v chunk %d min %d rank %d: %d chunks (sequential %d), %d experts calls beside (want %d)",
+						c.preset, c.tokens, c.chunk, c.minRows, r, ovl[r].chunks, seq[r].chunks, ovl[r].besides, want)
 				}
 			}
 		}

@@ -46,7 +46,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
 			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
 			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
-			&cli.IntFlag{Name: "overlap", Usage: "split a forward pass that dispatches at least this many rows in all into two sub-batches and run each one's experts beside the other's collectives (a GPU's second stream; 0: off)"},
+			&cli.IntFlag{Name: "overlap", Value: defaultOverlapRows, Usage: "in a forward pass of several chunks that dispatch at least this many rows each (over the dispatch group), run each chunk's experts on a second stream beside the next chunk's dispatch and the last one's combine (GPU; 0: off; the default applies where the device and layout can)"},
 			&cli.StringFlag{Name: "graph", Value: "auto", Usage: "CUDA graphs: auto replays each row's forward pass from a graph on a GPU when nothing in it waits for the host (decode sizes); off never"},
 			&cli.BoolFlag{Name: "phases", Usage: "print each row's device time by phase (rank 0's profile pass: route, experts, collectives, …)"},
 			&cli.BoolFlag{Name: "predict", Usage: "no job: predict each row's forward pass by phase from --topology-file (one process, no GPU; layout from the global --tp/--dp/--pcp/--pp/--ep)"},
@@ -187,15 +187,25 @@ func parseCounts(flag, s string) ([]int, error) {
 	return out, nil
 }
 
+// defaultOverlapRows is --overlap's default: passes whose chunks dispatch 512 rows or more
+// each overlap. Measured on 4 × H200 at 4096 tokens per rank with chunks of 256 (512 rows
+// a chunk at world 2, 1024 at world 4), ms sequential / overlapped: world 4 mixtral 8.21 /
+// 6.91, qwen3-30b-a3b 5.10 / 4.77, deepseek-v3 29.39 / 27.97; world 2 9.60 / 9.08,
+// 5.56 / 4.95, 56.53 / 57.18 (docs/PERFORMANCE.md, session 6). Smaller chunks are not
+// measured and stay sequential (and can be replayed from a CUDA graph).
+const defaultOverlapRows = 512
+
 // runResult is one table row (and its JSON).
 type runResult struct {
-	Tokens    []int   `json:"tokens_per_dp_rank"`
-	Chunks    int     `json:"chunks"`
-	MsMedian  float64 `json:"ms_median"`
-	MsMin     float64 `json:"ms_min"`
-	MsMax     float64 `json:"ms_max"`
-	CommShare float64 `json:"comm_share"`
-	GFLOPS    float64 `json:"gflops_per_rank"`
+	Tokens []int `json:"tokens_per_dp_rank"`
+	Chunks int   `json:"chunks"`
+	// Overlapped: the timed passes ran each chunk's experts beside the collectives (--overlap).
+	Overlapped bool    `json:"overlapped"`
+	MsMedian   float64 `json:"ms_median"`
+	MsMin      float64 `json:"ms_min"`
+	MsMax      float64 `json:"ms_max"`
+	CommShare  float64 `json:"comm_share"`
+	GFLOPS     float64 `json:"gflops_per_rank"`
 	// Per GPU (the busiest rank for bytes and FLOPs): time in collectives (median of the
 	// slowest rank's), useful TFLOP/s and weight bytes read per second at the median.
 	CommMs       float64 `json:"comm_ms"`
@@ -325,8 +335,12 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		return fmt.Errorf("rank %d: %w", p.Rank, err)
 	}
 	defer runner.Close()
-	if err := runner.SetOverlap(cmd.Int("overlap")); err != nil {
-		return usageError{fmt.Errorf("--overlap: %w", err)}
+	overlap := cmd.Int("overlap")
+	if err := runner.SetOverlap(overlap); err != nil {
+		if cmd.IsSet("overlap") {
+			return usageError{fmt.Errorf("--overlap: %w", err)}
+		}
+		overlap = 0 // the default, where the device has no second stream or the layout has PCP
 	}
 	// The weights are made on the device; wait for them (and anything the runner's set-up
 	// enqueued) before the host's long steps, so no collective stays pending through them.
@@ -350,8 +364,12 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	report := runReport{Preset: cmd.String("preset"), MatchRef: cmd.Bool("match-ref"), Peaks: devicePeaks(device),
 		CommsReady: j.CommsReadyUnix, ReadyUnix: j.ReadyUnix, Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: device, Iterations: iters}
 	if p.Rank == 0 {
-		fmt.Fprintf(out, "# moerun run: %s, %v, backend %s, ops %s, %v, chunk %d, %d iterations after %d warm-up\n",
-			cfg.Name, p.Layout, j.Backend, ops.Name(), dt, cfg.ChunkRows(), iters, warmup)
+		ovl := "overlap off"
+		if overlap > 0 {
+			ovl = fmt.Sprintf("overlap from %d rows a chunk (chunks marked *)", overlap)
+		}
+		fmt.Fprintf(out, "# moerun run: %s, %v, backend %s, ops %s, %v, chunk %d, %s, %d iterations after %d warm-up\n",
+			cfg.Name, p.Layout, j.Backend, ops.Name(), dt, cfg.ChunkRows(), ovl, iters, warmup)
 		fmt.Fprintf(out, "# %14s %7s %10s %10s %10s %8s %8s %8s %9s %6s\n", "tokens/rank", "chunks", "median ms", "min ms", "max ms",
 			"comm ms", "TFLOP/s", "GB/s", "bound ms", "×bound")
 	}
@@ -367,7 +385,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	tol := tolerance(cfg)
 	worst := 0.0
 	for _, tokens := range rows {
-		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, phases: phases, seed: seed, tokens: tokens, peaks: report.Peaks, graphs: cmd.String("graph") == "auto", overlap: cmd.Int("overlap")}
+		l := &layerRun{cfg: cfg, shard: shard, ops: ops, runner: runner, job: j, groups: groups, clock: clock, phases: phases, seed: seed, tokens: tokens, peaks: report.Peaks, graphs: cmd.String("graph") == "auto", overlap: overlap}
 		res, err := l.measure(ctx, iters, warmup)
 		if err != nil {
 			return fmt.Errorf("rank %d: %w", p.Rank, err)
@@ -399,7 +417,11 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		}
 		report.Rows = append(report.Rows, res)
 		if p.Rank == 0 {
-			fmt.Fprintf(out, "  %14s %7d %10.3f %10.3f %10.3f %8.3f %8.1f %8.0f %9.3f %6.2f\n", formatTokens(tokens), res.Chunks,
+			chunks := strconv.Itoa(res.Chunks)
+			if res.Overlapped {
+				chunks += "*"
+			}
+			fmt.Fprintf(out, "  %14s %7s %10.3f %10.3f %10.3f %8.3f %8.1f %8.0f %9.3f %6.2f\n", formatTokens(tokens), chunks,
 				res.MsMedian, res.MsMin, res.MsMax, res.CommMs, res.TFLOPS, res.WeightGBps, res.BoundMs, res.MsMedian/res.BoundMs)
 			if res.PredictedMs > 0 {
 				var b strings.Builder
@@ -614,7 +636,7 @@ func (l *layerRun) measure(ctx context.Context, iters, warmup int) (runResult, e
 	}
 	l.owned = append(l.owned, x, logits, final)
 	l.x, l.logits, l.out = x.RowSlice(0, t), logits.RowSlice(0, t), final.RowSlice(0, t)
-	return runResult{Tokens: l.tokens, Chunks: l.runner.Chunks, Graph: l.graph != nil}, nil
+	return runResult{Tokens: l.tokens, Chunks: l.runner.Chunks, Overlapped: l.runner.Overlaps(), Graph: l.graph != nil}, nil
 }
 
 // captureGraph captures one forward pass in a CUDA graph when graphs are on, the ops are
