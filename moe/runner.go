@@ -263,10 +263,6 @@ func (r *Runner) SetRouteHook(f func(ids Tensor) error) { r.onRoute = f }
 // Shard is the plan this runner executes.
 func (r *Runner) Shard() Shard { return r.shard }
 
-// ExpertWeights are this rank's expert weights, as Forward passes them to Ops.Experts
-// (read only: for planning, such as gpu.Ops.Capturable).
-func (r *Runner) ExpertWeights() *ExpertWeights { return &r.experts }
-
 // buffer returns a per-forward tensor of at least rows rows, grown as needed.
 func (r *Runner) buffer(name string, dt dtype.DType, rows, cols int) (Tensor, error) {
 	t, ok := r.scratch[name]

@@ -649,7 +649,7 @@ func (l *layerRun) captureGraph(ctx context.Context, x, logits, out moe.Tensor) 
 	g, ok := l.ops.(*gpu.Ops)
 	yes := float32(0)
 	// An overlapped pass (two streams, host waits inside the experts) is never captured.
-	if ok && l.graphs && !l.runner.Overlaps() && g.Capturable(l.chunkRows, l.cfg.TopK, l.runner.ExpertWeights(), l.cfg.Experts) {
+	if ok && l.graphs && !l.runner.Overlaps() && g.Capturable(l.chunkRows, l.cfg.TopK, len(l.shard.Experts)) {
 		yes = 1
 	}
 	all := make([]float32, l.job.World.Size())

@@ -172,16 +172,15 @@ func New(dev *cuda.Device, stream *cuda.Stream) (*Ops, error) {
 // Name is "cuda:N".
 func (o *Ops) Name() string { return fmt.Sprintf("cuda:%d", o.dev.Ordinal) }
 
-// Capturable reports whether Experts calls over these row counts (one per chunk) of top-k
-// k, with weights w of the model's experts, run without host synchronisation, so that
-// forward passes made of them can be captured in a CUDA graph and replayed.
-func (o *Ops) Capturable(rows []int, k int, w *moe.ExpertWeights, experts int) bool {
-	if len(rows) == 0 {
+// Capturable reports whether Experts calls over these row counts (one per chunk) run
+// without host synchronisation, so that forward passes made of them can be captured in a
+// CUDA graph and replayed.
+func (o *Ops) Capturable(rows []int, k, local int) bool {
+	if expertMode == 2 || len(rows) == 0 {
 		return false
 	}
-	shapes := [2][2]int{{2 * w.I, w.H}, {w.H, w.I}}
 	for _, n := range rows {
-		if o.planFor(n, k, w.Local, experts, w.W13.DType(), shapes).Exact {
+		if planTiles(n, k, local).Exact {
 			return false
 		}
 	}
@@ -579,33 +578,7 @@ func planTiles(n, k, local int) tilePlan {
 	if touched == 0 {
 		return tilePlan{R: 1}
 	}
-	// The worst case: every slot on a local expert.
 	avg := (slots + touched - 1) / touched
-	if p := deviceTiles(n, k, local, avg); p.MaxTiles*p.R <= decodeRowsPerExpert*local {
-		return p
-	}
-	// Past decode, padding is tensor-core time: tiles about the mean rows per expert, a
-	// power of two in [64, 128] (measured on 2 × H200, docs/PERFORMANCE.md: 128-row tiles
-	// beat 64 and 256 for deepseek-v3 and qwen3 at 1024 and 4096 tokens per rank;
-	// MOERUN_TILE_ROWS overrides it for experiments), so an expert wastes at most one
-	// partly filled tile.
-	r := 64
-	for r*2 <= avg && r < maxExactTileRows {
-		r *= 2
-	}
-	if tileRowsOverride > 0 {
-		r = tileRowsOverride
-	}
-	r = min(r, (n+7)/8*8)
-	return tilePlan{R: r, MaxTiles: min(slots, (slots+touched*(r-1))/r), Exact: true}
-}
-
-// deviceTiles is a plan that keeps the counts on the device: tiles of about twice avg
-// rows (a power of two in [minTileRows, maxTileRows]) and as many as any routing of n·k
-// slots over local experts can fill.
-func deviceTiles(n, k, local, avg int) tilePlan {
-	slots := n * k
-	touched := min(local, slots)
 	r := minTileRows
 	for r < 2*avg && r < maxTileRows {
 		r *= 2
@@ -614,35 +587,24 @@ func deviceTiles(n, k, local, avg int) tilePlan {
 	// tile of bf16 rows starts 16-byte aligned, as cuBLAS's fast kernels want (it cannot
 	// see the addresses in device pointer arrays).
 	r = min(r, (n+7)/8*8)
-	return tilePlan{R: r, MaxTiles: min(slots, (slots+touched*(r-1))/r)}
-}
-
-// planFor is the plan of one Experts call over n rows of top-k k, local experts of the
-// model's experts, the GEMM shapes and element type: planTiles's, except where planTiles
-// reads the counts back only because of its worst case (every slot local) while the
-// tensor-core kernel, which runs each expert's actual rows from the counts on the device,
-// takes the layer's mean rows per expert. Then the counts stay on the device, with tiles
-// sized by that mean, so the pass needs no host synchronisation and can be a CUDA graph
-// (deepseek-v3 at 128 tokens per rank, EP 4: 512 rows, 64 local experts, mean 16 rows).
-// MOERUN_EXPERT_PLAN=device|host forces either (for comparisons).
-func (o *Ops) planFor(n, k, local, experts int, dt dtype.DType, shapes [2][2]int) tilePlan {
-	plan := planTiles(n, k, local)
-	switch expertMode {
-	case 1:
-		plan.Exact = false
-		return plan
-	case 2:
-		plan.Exact = true
-		return plan
+	maxTiles := min(slots, (slots+touched*(r-1))/r)
+	if maxTiles*r <= decodeRowsPerExpert*local {
+		return tilePlan{R: r, MaxTiles: maxTiles}
 	}
-	if !plan.Exact {
-		return plan
+	// Past decode, padding is tensor-core time: tiles about the mean rows per expert, a
+	// power of two in [64, 128] (measured on 2 × H200, docs/PERFORMANCE.md: 128-row tiles
+	// beat 64 and 256 for deepseek-v3 and qwen3 at 1024 and 4096 tokens per rank;
+	// MOERUN_TILE_ROWS overrides it for experiments), so an expert wastes at most one
+	// partly filled tile.
+	r = 64
+	for r*2 <= avg && r < maxExactTileRows {
+		r *= 2
 	}
-	mean := (n*k + experts - 1) / experts
-	if p := deviceTiles(n, k, local, mean); o.chooseGEMM(p, dt, shapes, mean, local, nil) == gemmMMA {
-		return p
+	if tileRowsOverride > 0 {
+		r = tileRowsOverride
 	}
-	return plan
+	r = min(r, (n+7)/8*8)
+	return tilePlan{R: r, MaxTiles: min(slots, (slots+touched*(r-1))/r), Exact: true}
 }
 
 // tileRowsOverride is MOERUN_TILE_ROWS (a multiple of 8), the tile rows of exact plans for
@@ -854,9 +816,9 @@ func useGEMV(p tilePlan, dt dtype.DType, n, k int) bool {
 // (MOERUN_FAST_ROUTE=0: for comparisons).
 var disableFastRoute = os.Getenv("MOERUN_FAST_ROUTE") == "0"
 
-// expertMode forces the expert GEMM plan (tests, MOERUN_EXPERT_PLAN): 0 chooses by size,
-// 1 never reads the tile count back (device), 2 always does (host, exact).
-var expertMode = map[string]int{"device": 1, "host": 2}[os.Getenv("MOERUN_EXPERT_PLAN")]
+// expertMode forces the expert GEMM plan in tests: 0 chooses by size, 1 never reads the
+// tile count back (decode), 2 always does (exact).
+var expertMode = 0
 
 // Experts runs the local experts over the routed rows: count the slots per local expert,
 // plan the tiles and write the GEMMs' pointer arrays on the device, gather the rows tile by
@@ -885,12 +847,13 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 	}
 	slots := n * k
 	dt := x.DType()
-	experts := w.Local // all of the model's experts: the expert map's length under EP
-	if expertMap != nil {
-		experts = len(expertMap)
+	plan := planTiles(n, k, w.Local)
+	switch expertMode {
+	case 1:
+		plan.Exact = false
+	case 2:
+		plan.Exact = true
 	}
-	shapes := [2][2]int{{2 * inter, hd}, {hd, inter}}
-	plan := o.planFor(n, k, w.Local, experts, dt, shapes)
 	if w.Local == 0 || plan.MaxTiles == 0 {
 		return o.Zero(out)
 	}
@@ -982,7 +945,11 @@ func (o *Ops) Experts(x, weights, ids moe.Tensor, w *moe.ExpertWeights, expertMa
 		return err
 	}
 	arr := func(i int) uintptr { return ptrs.Buf.Ptr() + uintptr(i*plan.MaxTiles*8) }
-	kind := o.chooseGEMM(plan, dt, shapes, (slots+experts-1)/experts, w.Local, hostCounts)
+	experts := w.Local // all of the model's experts: the expert map's length under EP
+	if expertMap != nil {
+		experts = len(expertMap)
+	}
+	kind := o.chooseGEMM(plan, dt, [2][2]int{{2 * inter, hd}, {hd, inter}}, (slots+experts-1)/experts, w.Local, hostCounts)
 	var buckets []bucket
 	if kind == gemmCUBLAS && hostCounts != nil && w.Local > loopMaxExperts && !disableBuckets {
 		bases := [6]uint64{uint64(w.W13.Buf.Ptr()), uint64(xg.Buf.Ptr()), uint64(h.Buf.Ptr()), uint64(w.W2.Buf.Ptr()), uint64(a.Buf.Ptr()), uint64(y.Buf.Ptr())}

@@ -28,47 +28,45 @@ func TestGrid1D(t *testing.T) {
 	}
 }
 
-// The tile plans (planTiles's, and those kept on the device by a mean) bound every routing:
-// for any split of n·k slots over the local experts (each expert at most n rows), the
-// tiles in use fit in MaxTiles, and tiles stay aligned.
+// The tile plan bounds every routing: for any split of n·k slots over the local experts
+// (each expert at most n rows), the tiles in use fit in MaxTiles, and tiles stay aligned.
 func TestPlanTilesBoundsEveryRouting(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, c := range []struct{ n, k, local int }{
 		{1, 1, 1}, {1, 8, 128}, {2, 8, 128}, {32, 8, 128}, {256, 8, 128}, {2048, 8, 128}, {8192, 8, 128},
 		{2, 2, 4}, {256, 2, 4}, {8192, 2, 4}, {5, 3, 2}, {300, 2, 2}, {7, 1, 256}, {3, 8, 512},
 	} {
-		for _, p := range []tilePlan{planTiles(c.n, c.k, c.local), deviceTiles(c.n, c.k, c.local, 1), deviceTiles(c.n, c.k, c.local, 16)} {
-			if p.R%8 != 0 || p.R < 8 || p.R > maxTileRows || p.MaxTiles < 1 || p.MaxTiles > c.n*c.k {
-				t.Fatalf("%+v: plan %+v", c, p)
+		p := planTiles(c.n, c.k, c.local)
+		if p.R%8 != 0 || p.R < 8 || p.R > maxTileRows || p.MaxTiles < 1 || p.MaxTiles > c.n*c.k {
+			t.Fatalf("%+v: plan %+v", c, p)
+		}
+		for trial := 0; trial < 200; trial++ {
+			counts := make([]int, c.local)
+			// Each token picks k distinct experts: uniform, skewed, or all on the first k.
+			for tok := 0; tok < c.n; tok++ {
+				picked := map[int]bool{}
+				for len(picked) < min(c.k, c.local) {
+					var e int
+					switch trial % 3 {
+					case 0:
+						e = r.IntN(c.local)
+					case 1:
+						e = int(float64(c.local) * r.Float64() * r.Float64())
+					default:
+						e = len(picked)
+					}
+					picked[e] = true
+				}
+				for e := range picked {
+					counts[e]++
+				}
 			}
-			for trial := 0; trial < 200; trial++ {
-				counts := make([]int, c.local)
-				// Each token picks k distinct experts: uniform, skewed, or all on the first k.
-				for tok := 0; tok < c.n; tok++ {
-					picked := map[int]bool{}
-					for len(picked) < min(c.k, c.local) {
-						var e int
-						switch trial % 3 {
-						case 0:
-							e = r.IntN(c.local)
-						case 1:
-							e = int(float64(c.local) * r.Float64() * r.Float64())
-						default:
-							e = len(picked)
-						}
-						picked[e] = true
-					}
-					for e := range picked {
-						counts[e]++
-					}
-				}
-				tiles := 0
-				for _, m := range counts {
-					tiles += (m + p.R - 1) / p.R
-				}
-				if tiles > p.MaxTiles {
-					t.Fatalf("%+v: routing %v needs %d tiles of %d rows, plan allows %d", c, counts, tiles, p.R, p.MaxTiles)
-				}
+			tiles := 0
+			for _, m := range counts {
+				tiles += (m + p.R - 1) / p.R
+			}
+			if tiles > p.MaxTiles {
+				t.Fatalf("%+v: routing %v needs %d tiles of %d rows, plan allows %d", c, counts, tiles, p.R, p.MaxTiles)
 			}
 		}
 	}
@@ -79,38 +77,6 @@ func TestPlanTilesBoundsEveryRouting(t *testing.T) {
 	}{{2, 8, 128, false}, {32, 8, 128, false}, {256, 8, 128, false}, {2048, 8, 128, true}, {8192, 8, 128, true}, {2, 2, 4, false}, {8192, 2, 4, true}} {
 		if p := planTiles(c.n, c.k, c.local); p.Exact != c.exact {
 			t.Errorf("n %d k %d local %d: plan %+v, want exact %v", c.n, c.k, c.local, p, c.exact)
-		}
-	}
-}
-
-// A plan that planTiles reads back only for its worst case stays on the device when the
-// tensor-core kernel runs it at the layer's mean rows (deepseek-v3 at 128 tokens per rank,
-// EP 4), with tiles that still bound every routing; past that mean, and with cuBLAS
-// forced, it is read back as before.
-func TestPlanFor(t *testing.T) {
-	defer func() { forceGEMM = "" }()
-	hopper, volta := &Ops{cc: 90, mma: mmaKernels[""]}, &Ops{cc: 70, mma: mmaKernels[""]}
-	ds := [2][2]int{{4096, 7168}, {7168, 2048}}
-	for _, c := range []struct {
-		o                 *Ops
-		force             string
-		n, local, experts int
-		exact             bool
-		r                 int
-	}{
-		{hopper, "", 512, 64, 256, false, 32},      // mean 16: the tensor-core kernel, on the device
-		{hopper, "", 256, 128, 256, false, 32},     // EP 2: planTiles keeps it on the device already
-		{hopper, "", 1024, 64, 256, true, 128},     // mean 32: cuBLAS, read back
-		{hopper, "cublas", 512, 64, 256, true, 64}, // forced cuBLAS: read back
-		{volta, "", 512, 64, 256, true, 64},        // no tensor-core kernel
-	} {
-		forceGEMM = c.force
-		p := c.o.planFor(c.n, 8, c.local, c.experts, dtype.BFloat16, ds)
-		if p.Exact != c.exact || p.R != c.r {
-			t.Errorf("%+v: plan %+v", c, p)
-		}
-		if need := (c.n*8 + c.local*(p.R-1)) / p.R; !p.Exact && p.MaxTiles < min(c.n*8, need) {
-			t.Errorf("%+v: plan %+v holds fewer tiles than every slot local needs", c, p)
 		}
 	}
 }
