@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path's correctness on one host in one command: `worker run --check` over every
-# layout of NP ranks (uneven tokens per DP rank, chunk sizes 1 and 256) for each preset,
+# layout of NP ranks (uneven tokens per DP rank, chunk sizes 1 and 256, and on GPUs chunks
+# of 256 large enough to run overlapped where the layout can) for each preset,
 # then naive dispatch + combine time at 128 tokens per rank with EP = DP = NP (in the
 # profile pass, in the timed passes, alone), beside the cost model's prediction of that
 # forward pass from this host's topology (nccl backend).
@@ -39,6 +40,14 @@ case $np in
   *) layouts=("--dp $np --ep|$np" "--tp $np|1") ;;
 esac
 
+# big DP: prefill-sized counts per DP rank, still uneven, whose chunks of 256 dispatch the
+# 512 rows or more from which a GPU overlaps them (worker run --overlap's default).
+big() {
+  local dp=$1 out="" i sizes=(1024 333 700 1024)
+  for ((i = 0; i < dp; i++)); do out+="${out:+,}${sizes[i % 4]}"; done
+  echo "$out"
+}
+
 # uneven DP: one count per DP rank, no two alike, a decode-sized and a prefill-sized rank;
 # one DP rank gets the prefill size (chunk 1 runs every token through the decode path).
 uneven() {
@@ -57,9 +66,13 @@ echo "|---|---|---|---:|---|---:|---:|" >>"$outdir/summary.md"
 json=()
 for l in "${layouts[@]}"; do
   flags=${l%|*} dp=${l#*|}
-  tokens=$(uneven "$dp")
+  runs="256 1"
+  # Overlapped chunks need a dispatch group (DP or EP), no PCP, and a GPU.
+  [[ $backend == nccl && $flags != *--pcp* && ($dp -gt 1 || $flags == *--ep*) ]] && runs+=" 256o"
   for p in $presets; do
-    for chunk in 256 1; do
+    for run in $runs; do
+      chunk=${run%o} tokens=$(uneven "$dp") overlap=false
+      [[ $run == *o ]] && tokens=$(big "$dp") overlap=true
       n=$((n + 1))
       left=$((budget - ($(now_us) - t0) / 1000000))
       log="$outdir/$n.log"
@@ -72,14 +85,20 @@ for l in "${layouts[@]}"; do
           --preset "$p" --tokens-per-rank "$tokens" --chunk "$chunk" --iters 1 --warmup 0 --check >"$log" 2>&1
         rc=$?
         err=$(grep -o 'max abs err [0-9.e-]*' "$log" | head -1 | awk '{print $4}')
-        if ((rc == 0)) && grep -q 'check OK' "$log"; then res=OK; else res="FAILED (exit $rc, see $n.log)"; fi
+        if ((rc != 0)) || ! grep -q 'check OK' "$log"; then
+          res="FAILED (exit $rc, see $n.log)"
+        elif $overlap && ! grep -Eq '^\[0\] +[0-9,]+ +[0-9]+\* ' "$log"; then
+          res="FAILED (not overlapped, see $n.log)"
+        else
+          res=OK
+        fi
       fi
       secs=$(( ($(now_us) - start) / 100000 ))
       secs="$((secs / 10)).$((secs % 10))"
       [[ $res == OK ]] || failed=$((failed + 1))
-      line="| ${flags:-(one rank)} | $p | $tokens | $chunk | $res | ${err:--} | $secs |"
+      line="| ${flags:-(one rank)} | $p | $tokens | $chunk$($overlap && echo ", overlapped") | $res | ${err:--} | $secs |"
       echo "$line" | tee -a "$outdir/summary.md"
-      json+=("{\"run\":$n,\"np\":$np,\"layout\":\"${flags}\",\"preset\":\"$p\",\"tokens_per_rank\":\"$tokens\",\"chunk\":$chunk,\"ok\":$([[ $res == OK ]] && echo true || echo false),\"max_abs_err\":${err:-null},\"seconds\":$secs}")
+      json+=("{\"run\":$n,\"np\":$np,\"layout\":\"${flags}\",\"preset\":\"$p\",\"tokens_per_rank\":\"$tokens\",\"chunk\":$chunk,\"overlapped\":$overlap,\"ok\":$([[ $res == OK ]] && echo true || echo false),\"max_abs_err\":${err:-null},\"seconds\":$secs}")
     done
   done
 done
