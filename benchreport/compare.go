@@ -131,12 +131,17 @@ type MoEComparison struct {
 	Verdict       string   `json:"verdict"`
 }
 
-// Label names the row's tokens as the table does: "4096" or "4096 chunked C=256".
+// Label names the row's tokens as the table does: "4096", "4096 chunked C=256" or
+// "4096 chunked C=256, overlapped".
 func (c MoEComparison) Label() string {
+	l := fmt.Sprint(c.TokensPerRank)
 	if c.ChunkRows > 0 {
-		return fmt.Sprintf("%d chunked C=%d", c.TokensPerRank, c.ChunkRows)
+		l += fmt.Sprintf(" chunked C=%d", c.ChunkRows)
 	}
-	return fmt.Sprint(c.TokensPerRank)
+	if c.Ours != nil && c.Ours.Overlapped {
+		l += ", overlapped"
+	}
+	return l
 }
 
 // CollSection is table (b) and the data of the collectives plot.

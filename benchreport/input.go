@@ -66,6 +66,7 @@ type MoELayer struct {
 type MoERow struct {
 	Tokens             []int   `json:"tokens_per_dp_rank"`
 	Chunks             int     `json:"chunks"`
+	Overlapped         bool    `json:"overlapped"` // each chunk's experts ran beside the collectives
 	MsMedian           float64 `json:"ms_median"`
 	MsMin              float64 `json:"ms_min"`
 	MsMax              float64 `json:"ms_max"`

@@ -43,7 +43,7 @@ func TestMarkdown(t *testing.T) {
 	}{
 		{[]string{"mixtral", "1"}, []string{"0.270", "1.900", "0.14", "0.247 (hbm)", "1.09", "0.300", "2610", "met"}},
 		{[]string{"mixtral", "4096"}, []string{"5.600", "6.570", "0.85", "4.250 (flop)", "1.32", "515.5", "252", "missed by 5.4% (≤ 1.25×bound)"}},
-		{[]string{"mixtral", "4096 chunked C=256"}, []string{"5.850", "6.570", "0.89", "4.250 (flop)", "1.38", "493.5", "241", "missed by 4.5% (chunked ≤ unchunked)"}},
+		{[]string{"mixtral", "4096 chunked C=256, overlapped"}, []string{"5.850", "6.570", "0.89", "4.250 (flop)", "1.38", "493.5", "241", "missed by 4.5% (chunked ≤ unchunked)"}},
 		{[]string{"qwen3-30b-a3b", "16"}, []string{"1.020", "1.890", "0.54", "0.300 (hbm)", "3.40", "0.200", "903", "missed by 7.9% (≤ max(0.5×PyTorch, 1.15×bound))"}},
 		{[]string{"deepseek-v3", "4096"}, []string{"no run", "11.750", "—", "—", "—", "—", "—", "—"}},
 		{[]string{"all_gather", "8 KiB"}, []string{"9.2", "20.4", "0.445", "0.201", "2.22", "met"}},
@@ -143,7 +143,7 @@ func TestJSONTwin(t *testing.T) {
 	}
 	m := got.MoE.Rows[5] // mixtral 4096 chunked
 	if m.Preset != "mixtral" || m.Tokens != 4096 || m.Chunk != 256 || *m.OursMs != 5.85 || *m.TorchMs != 6.57 ||
-		m.Ours == nil || m.Ours.Chunks != 16 || m.Verdict != "missed by 4.5% (chunked ≤ unchunked)" || !near(m.Targets[0].MissedPct, 100*(5.85/5.6-1)) {
+		m.Ours == nil || m.Ours.Chunks != 16 || !m.Ours.Overlapped || m.Verdict != "missed by 4.5% (chunked ≤ unchunked)" || !near(m.Targets[0].MissedPct, 100*(5.85/5.6-1)) {
 		t.Errorf("chunked row %+v", m)
 	}
 	if d := got.MoE.Rows[15]; d.Preset != "deepseek-v3" || d.OursMs != nil || d.BoundMs != nil || d.Ours != nil || *d.TorchMs != 11.75 {
