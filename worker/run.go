@@ -680,8 +680,8 @@ func (l *layerRun) destroyGraph() {
 // touch (reading each chunk's routing back) and records its collectives, then replays
 // those collectives alone: the inputs of the bound.
 //
-// It runs sequentially even under --overlap: the bound and the phases are those of the
-// layer, not of the sub-batches an overlapped pass splits it into (each re-reads weights).
+// It runs sequentially even under --overlap, so that each phase's span is that op's own
+// device time (beside a second stream, a span would take in the other stream's work too).
 func (l *layerRun) measureWork(ctx context.Context, x, logits, out moe.Tensor) (err error) {
 	if l.overlap > 0 {
 		if err := l.runner.SetOverlap(0); err != nil {
