@@ -25,6 +25,9 @@ type Forward struct {
 	GPUOf    func(rank int) int
 	Params   Params
 	Device   Device
+	// OverlapRows: a pass of two or more chunks that dispatch at least this many rows each
+	// runs each chunk's experts beside the collectives, as moe.Runner.SetOverlap (0: never).
+	OverlapRows int
 }
 
 // Phase is one step of a forward pass and its predicted time.
@@ -33,11 +36,16 @@ type Phase struct {
 	Seconds float64 `json:"seconds"`
 }
 
-// PhaseNames are the phases of a prediction, in the order the runner runs them.
-var PhaseNames = []string{"dispatch", "pcp_gather", "experts", "pcp_scatter", "combine", "shared", "reduce"}
+// PhaseNames are the phases of a prediction, in the order the runner runs them, then
+// "overlap": the time an overlapped pass hides (zero or negative), so that the phases
+// add up to the total.
+var PhaseNames = []string{"dispatch", "pcp_gather", "experts", "pcp_scatter", "combine", "shared", "reduce", "overlap"}
 
-// Predict costs one forward pass of every rank, as moe.Runner runs it on one stream
-// (phases add up: no overlap), and returns the slowest rank's phases and total. Experts
+// Predict costs one forward pass of every rank, as moe.Runner runs it, and returns the
+// slowest rank's phases and total. On one stream the phases add up. An overlapped pass
+// (OverlapRows) runs chunk i's experts on a second stream while the main one combines
+// chunk i−1 (and its shared experts) and dispatches chunk i+1: after chunk 0's dispatch,
+// each chunk takes the longer of its experts and that work, then the last combine. Experts
 // cost the larger of reading the expected touched experts' weights and computing the
 // expected slots, with tokens routed uniformly at random (each token picks top-k distinct
 // experts): a local expert is touched by n rows with probability 1 − (1 − k/E)^n.
@@ -101,7 +109,11 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 	hpad := float64(c.PaddedHidden())
 	for r, s := range shards {
 		var ph = map[string]float64{}
+		// Each chunk's dispatch, experts, combine and shared experts, for the overlap.
+		steps := make([]struct{ d, e, c, s float64 }, chunks)
+		firstRows := 0 // the rows chunk 0 dispatches over the group
 		for i := range chunks {
+			d0, e0, c0, s0 := ph["dispatch"], ph["experts"], ph["combine"], ph["shared"]
 			// Every member's rows in chunk i (a member whose rows ran out re-sends one).
 			seen := rows(r)
 			csz := func(m int) float64 {
@@ -165,6 +177,28 @@ func (f Forward) Predict() (phases []Phase, total float64, slowest int, err erro
 				sh := 3 * float64(s.SharedSlice) * float64(c.Hidden)
 				ph["shared"] += max(sh*esz/f.Device.HBM, 2*sh*csz(r)/f.Device.FLOPs)
 			}
+			steps[i].d, steps[i].e, steps[i].c, steps[i].s = ph["dispatch"]-d0, ph["experts"]-e0, ph["combine"]-c0, ph["shared"]-s0
+			if i == 0 {
+				firstRows = seen
+			}
+		}
+		if f.OverlapRows > 0 && s.Dispatch != "" && !s.PCP && chunks > 1 && firstRows >= f.OverlapRows {
+			// The main stream's work beside chunk i's experts: combine i−1, dispatch i+1.
+			t, seq := steps[0].d, 0.0
+			for i, st := range steps {
+				beside := 0.0
+				if i > 0 {
+					beside += steps[i-1].c + steps[i-1].s
+				}
+				if i+1 < chunks {
+					beside += steps[i+1].d
+				}
+				t += max(st.e, beside)
+				seq += st.d + st.e + st.c + st.s
+			}
+			last := steps[chunks-1]
+			t += last.c + last.s
+			ph["overlap"] = t - seq
 		}
 		// The TP all-reduces after the chunks (G3).
 		n := float64(rows(r))

@@ -125,3 +125,57 @@ func TestPredictScales(t *testing.T) {
 		prev = total
 	}
 }
+
+// An overlapped pass of two equal chunks: chunk 0's dispatch, then the longer of chunk 0's
+// experts and chunk 1's dispatch, then the longer of chunk 1's experts and chunk 0's
+// combine, then chunk 1's combine; the overlap phase makes the phases add up to that. A
+// chunk that dispatches fewer rows than OverlapRows, or a pass of one chunk, runs in turn.
+func TestPredictOverlap(t *testing.T) {
+	topo, err := topology.Load("dgx-h100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := moe.Config{Name: "hand", Hidden: 64, Intermediate: 64, Experts: 4, TopK: 1, Scoring: "softmax",
+		Renormalize: true, Activation: "silu", DType: "bf16", Chunk: 2}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l := rank.Layout{ExtDP: 1, DP: 2, PP: 1, PCP: 1, TP: 1, EP: true}
+	f := Forward{Cfg: cfg, Layout: l, Tokens: []int{4, 4}, Topology: topo, Params: DefaultParams(), Device: Device{HBM: 3.35e12, FLOPs: 790e12}}
+	predict := func(f Forward) (map[string]float64, float64) {
+		t.Helper()
+		phases, total, _, err := f.Predict()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, sum := map[string]float64{}, 0.0
+		for _, ph := range phases {
+			got[ph.Name] = ph.Seconds
+			sum += ph.Seconds
+		}
+		if !near(sum, total) {
+			t.Fatalf("overlap rows %d: phases add up to %g, total %g", f.OverlapRows, sum, total)
+		}
+		return got, total
+	}
+	seq, seqTotal := predict(f)
+	if seq["overlap"] != 0 {
+		t.Fatalf("in turn: overlap %g", seq["overlap"])
+	}
+	d, e, c := seq["dispatch"]/2, seq["experts"]/2, seq["combine"]/2
+	f.OverlapRows = 4 // chunk 0 dispatches 2 + 2 rows
+	got, total := predict(f)
+	if want := d + max(e, d) + max(e, c) + c; !near(total, want) || !near(got["overlap"], want-seqTotal) || got["overlap"] >= 0 {
+		t.Errorf("overlapped: total %g overlap %g, want %g and %g", total, got["overlap"], want, want-seqTotal)
+	}
+	for _, rows := range []int{5, 0} {
+		f.OverlapRows = rows
+		if _, total := predict(f); total != seqTotal {
+			t.Errorf("overlap rows %d: total %g, want %g in turn", rows, total, seqTotal)
+		}
+	}
+	f.OverlapRows, f.Cfg.Chunk = 1, 4 // one chunk: never split
+	if got, _ := predict(f); got["overlap"] != 0 {
+		t.Errorf("one chunk: overlap %g", got["overlap"])
+	}
+}

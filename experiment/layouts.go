@@ -106,7 +106,8 @@ func Rank(cfg moe.Config, t *topology.Topology, world, tokensPerGPU int, cands [
 		for i := range tokens {
 			tokens[i] = tokensPerGPU * world / l.DP
 		}
-		phases, total, _, err := costmodel.Forward{Cfg: cc, Layout: l, Tokens: tokens, Topology: t, Params: p, Device: dev}.Predict()
+		phases, total, _, err := costmodel.Forward{Cfg: cc, Layout: l, Tokens: tokens, Topology: t, Params: p, Device: dev,
+			OverlapRows: moe.DefaultOverlapRows}.Predict()
 		if err != nil {
 			return nil, fmt.Errorf("%v: %w", c, err)
 		}

@@ -71,6 +71,15 @@ type Config struct {
 // DefaultChunk is VLLM_MOE_DP_CHUNK_SIZE's default.
 const DefaultChunk = 256
 
+// DefaultOverlapRows is what worker run --overlap (Runner.SetOverlap) and the cost model's
+// layout ranking take where a GPU can overlap: passes whose chunks dispatch 512 rows or
+// more each. Measured on 4 × H200 at 4096 tokens per rank with chunks of 256 (512 rows a
+// chunk at world 2, 1024 at world 4), ms sequential / overlapped: world 4 mixtral 8.21 /
+// 6.91, qwen3-30b-a3b 5.10 / 4.77, deepseek-v3 29.39 / 27.97; world 2 9.60 / 9.08,
+// 5.56 / 4.95, 56.53 / 57.18 (docs/PERFORMANCE.md, session 6). Smaller chunks are not
+// measured and stay sequential (and can be replayed from a CUDA graph).
+const DefaultOverlapRows = 512
+
 // ErrConfig marks an invalid layer config.
 var ErrConfig = errors.New("invalid MoE config")
 

@@ -69,15 +69,20 @@ func predictLayer(cmd *cli.Command, cfg moe.Config) error {
 	report := predictReport{Layer: cfg, Layout: l.String(), Topology: file, Params: costmodel.DefaultParams(),
 		Device: costmodel.Device{HBM: pk.HBM, FLOPs: pk.FLOPs}}
 	out := cmd.Root().Writer
-	fmt.Fprintf(out, "# moerun predict: %s, %v on %s (%d GPUs, %s), chunk %d; %s\n", cfg.Name, l, file, t.NumGPUs(), t.GPU(0).Name,
-		cfg.ChunkRows(), report.Params.Source)
+	overlap := cmd.Int("overlap") // runLayer has checked it
+	ovl := "overlap off"
+	if overlap > 0 {
+		ovl = fmt.Sprintf("overlap from %d rows a chunk", overlap)
+	}
+	fmt.Fprintf(out, "# moerun predict: %s, %v on %s (%d GPUs, %s), chunk %d, %s; %s\n", cfg.Name, l, file, t.NumGPUs(), t.GPU(0).Name,
+		cfg.ChunkRows(), ovl, report.Params.Source)
 	fmt.Fprintf(out, "# %14s", "tokens/rank")
 	for _, n := range costmodel.PhaseNames {
 		fmt.Fprintf(out, " %11s", n+" ms")
 	}
 	fmt.Fprintf(out, " %10s\n", "total ms")
 	for _, tokens := range rows {
-		f := costmodel.Forward{Cfg: cfg, Layout: l, Tokens: tokens, Topology: t, Params: report.Params, Device: report.Device}
+		f := costmodel.Forward{Cfg: cfg, Layout: l, Tokens: tokens, Topology: t, Params: report.Params, Device: report.Device, OverlapRows: overlap}
 		phases, total, slowest, err := f.Predict()
 		if err != nil {
 			return err

@@ -46,7 +46,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "check", Usage: "compare every output row with the float64 reference (a sample for large layers)"},
 			&cli.StringFlag{Name: "save", Usage: "write inputs, logits, outputs (and weights under 1 GiB) as safetensors into this directory"},
 			&cli.StringFlag{Name: "json", Usage: "also write the table to this file as JSON (rank 0)"},
-			&cli.IntFlag{Name: "overlap", Value: defaultOverlapRows, Usage: "in a forward pass of several chunks that dispatch at least this many rows each (over the dispatch group), run each chunk's experts on a second stream beside the next chunk's dispatch and the last one's combine (GPU; 0: off; the default applies where the device and layout can)"},
+			&cli.IntFlag{Name: "overlap", Value: moe.DefaultOverlapRows, Usage: "in a forward pass of several chunks that dispatch at least this many rows each (over the dispatch group), run each chunk's experts on a second stream beside the next chunk's dispatch and the last one's combine (GPU; 0: off; the default applies where the device and layout can)"},
 			&cli.StringFlag{Name: "graph", Value: "auto", Usage: "CUDA graphs: auto replays each row's forward pass from a graph on a GPU when nothing in it waits for the host (decode sizes); off never"},
 			&cli.BoolFlag{Name: "phases", Usage: "print each row's device time by phase (rank 0's profile pass: route, experts, collectives, …)"},
 			&cli.BoolFlag{Name: "predict", Usage: "no job: predict each row's forward pass by phase from --topology-file (one process, no GPU; layout from the global --tp/--dp/--pcp/--pp/--ep)"},
@@ -187,14 +187,6 @@ func parseCounts(flag, s string) ([]int, error) {
 	return out, nil
 }
 
-// defaultOverlapRows is --overlap's default: passes whose chunks dispatch 512 rows or more
-// each overlap. Measured on 4 × H200 at 4096 tokens per rank with chunks of 256 (512 rows
-// a chunk at world 2, 1024 at world 4), ms sequential / overlapped: world 4 mixtral 8.21 /
-// 6.91, qwen3-30b-a3b 5.10 / 4.77, deepseek-v3 29.39 / 27.97; world 2 9.60 / 9.08,
-// 5.56 / 4.95, 56.53 / 57.18 (docs/PERFORMANCE.md, session 6). Smaller chunks are not
-// measured and stay sequential (and can be replayed from a CUDA graph).
-const defaultOverlapRows = 512
-
 // runResult is one table row (and its JSON).
 type runResult struct {
 	Tokens []int `json:"tokens_per_dp_rank"`
@@ -258,6 +250,9 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	if o := cmd.Int("overlap"); o < 0 {
+		return usagef("--overlap %d: expected 0 (off) or the dispatched rows from which to overlap", o)
+	}
 	if cmd.Bool("predict") {
 		return predictLayer(cmd, cfg)
 	}
@@ -283,9 +278,6 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 	}
 	if g := cmd.String("graph"); g != "auto" && g != "off" {
 		return usagef("--graph %q: expected auto or off", g)
-	}
-	if o := cmd.Int("overlap"); o < 0 {
-		return usagef("--overlap %d: expected 0 (off) or the dispatched rows from which to overlap", o)
 	}
 	iters, warmup := cmd.Int("iters"), cmd.Int("warmup")
 	if iters < 1 || warmup < 0 {
@@ -408,7 +400,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		if topo != nil && p.Rank == 0 {
 			pk := report.Peaks
 			f := costmodel.Forward{Cfg: cfg, Layout: p.Layout, Tokens: tokens, Topology: topo, Params: costmodel.DefaultParams(),
-				Device: costmodel.Device{HBM: pk.HBM, FLOPs: pk.FLOPs}}
+				Device: costmodel.Device{HBM: pk.HBM, FLOPs: pk.FLOPs}, OverlapRows: overlap}
 			phases, total, _, err := f.Predict()
 			if err != nil {
 				return fmt.Errorf("predict: %w", err)
@@ -426,7 +418,7 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 			if res.PredictedMs > 0 {
 				var b strings.Builder
 				for _, ph := range res.PredictedPhases {
-					if ph.Seconds > 0 {
+					if ph.Seconds != 0 {
 						fmt.Fprintf(&b, " %s %.3f", ph.Name, 1e3*ph.Seconds)
 					}
 				}
