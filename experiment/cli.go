@@ -29,7 +29,7 @@ func command(stdout, stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:            "layouts",
 		Usage:           "rank every layout and expert placement of one MoE layer on a machine by predicted time per forward",
-		UsageText:       "layouts --preset P [--topology-file F] [--np N] [--tokens T] [--json] [--plot FILE.png]",
+		UsageText:       "layouts --preset P [--topology-file F] [--np N] [--tokens T] [--overlap ROWS] [--json] [--plot FILE.png]",
 		HideHelpCommand: true,
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -42,6 +42,7 @@ func command(stdout, stderr io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "topology-file", Usage: "topology JSON or shipped name (" + strings.Join(topology.Shipped(), ", ") + "); default: this machine"},
 			&cli.IntFlag{Name: "np", Usage: "ranks (default: every GPU of the topology)"},
 			&cli.IntFlag{Name: "tokens", Value: 128, Usage: "tokens per GPU (every layout gets np·tokens tokens in all)"},
+			&cli.IntFlag{Name: "overlap", Value: moe.DefaultOverlapRows, Usage: "cost passes whose chunks dispatch at least this many rows each as overlapped, as worker run --overlap runs them (0: in turn)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the ranking as JSON instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "also draw the ranking into this PNG file"},
 			&cli.StringFlag{Name: "calibrate", Usage: "instead: fit one link to a `worker collectives --json` FILE and print the model's error on each collective"},
@@ -83,6 +84,9 @@ func run(_ context.Context, cmd *cli.Command) error {
 	if cmd.Int("tokens") < 1 {
 		return cliexit.Usage(fmt.Errorf("--tokens %d: expected at least 1 token per GPU", cmd.Int("tokens")))
 	}
+	if cmd.Int("overlap") < 0 {
+		return cliexit.Usage(fmt.Errorf("--overlap %d: expected 0 (in turn) or the dispatched rows a chunk from which passes overlap", cmd.Int("overlap")))
+	}
 	cands := Candidates(cfg, world)
 	if len(cands) == 0 {
 		return cliexit.Usage(fmt.Errorf("no layout of %d ranks fits the %s layer", world, cfg.Name))
@@ -92,7 +96,7 @@ func run(_ context.Context, cmd *cli.Command) error {
 	if strings.Contains(gpu, "H200") {
 		dev.HBM = 4.8e12
 	}
-	rs, err := Rank(cfg, t, world, cmd.Int("tokens"), cands, costmodel.DefaultParams(), dev)
+	rs, err := Rank(cfg, t, world, cmd.Int("tokens"), cands, costmodel.DefaultParams(), dev, cmd.Int("overlap"))
 	if err != nil {
 		return err
 	}
@@ -102,7 +106,11 @@ func run(_ context.Context, cmd *cli.Command) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(out, "# %s layer, %d ranks on %s (%s), %d tokens per GPU; predicted (costmodel.DefaultParams)\n", cfg.Name, world, name, gpu, cmd.Int("tokens"))
+		ovl := "overlap off"
+		if o := cmd.Int("overlap"); o > 0 {
+			ovl = fmt.Sprintf("overlap from %d rows a chunk", o)
+		}
+		fmt.Fprintf(out, "# %s layer, %d ranks on %s (%s), %d tokens per GPU, %s; predicted (costmodel.DefaultParams)\n", cfg.Name, world, name, gpu, cmd.Int("tokens"), ovl)
 		WriteTable(out, rs)
 	}
 	if path := cmd.String("plot"); path != "" {

@@ -90,9 +90,10 @@ type Result struct {
 }
 
 // Rank predicts every candidate with tokens per rank on each DP rank (the same total of
-// tokens for every layout: world·tokens tokens in all, spread over its DP ranks) and
+// tokens for every layout: world·tokens tokens in all, spread over its DP ranks), passes
+// overlapped from overlapRows dispatched rows a chunk (costmodel.Forward.OverlapRows), and
 // returns them fastest first.
-func Rank(cfg moe.Config, t *topology.Topology, world, tokensPerGPU int, cands []Candidate, p costmodel.Params, dev costmodel.Device) ([]Result, error) {
+func Rank(cfg moe.Config, t *topology.Topology, world, tokensPerGPU int, cands []Candidate, p costmodel.Params, dev costmodel.Device, overlapRows int) ([]Result, error) {
 	var out []Result
 	for _, c := range cands {
 		l, err := c.layout(cfg, world)
@@ -107,7 +108,7 @@ func Rank(cfg moe.Config, t *topology.Topology, world, tokensPerGPU int, cands [
 			tokens[i] = tokensPerGPU * world / l.DP
 		}
 		phases, total, _, err := costmodel.Forward{Cfg: cc, Layout: l, Tokens: tokens, Topology: t, Params: p, Device: dev,
-			OverlapRows: moe.DefaultOverlapRows}.Predict()
+			OverlapRows: overlapRows}.Predict()
 		if err != nil {
 			return nil, fmt.Errorf("%v: %w", c, err)
 		}

@@ -37,7 +37,7 @@ func TestRankTiny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs, err := Rank(cfg, topo, 8, 16, cands, costmodel.DefaultParams(), costmodel.Device{HBM: 3.35e12, FLOPs: 790e12})
+	rs, err := Rank(cfg, topo, 8, 16, cands, costmodel.DefaultParams(), costmodel.Device{HBM: 3.35e12, FLOPs: 790e12}, moe.DefaultOverlapRows)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +82,7 @@ func TestMainErrors(t *testing.T) {
 		{[]string{"--topology-file", "nosuch"}, "layouts: --topology-file nosuch: no such file"},
 		{[]string{"--topology-file", "dgx-h100", "--np", "9"}, "layouts: --np 9: expected 1 to the topology's 8 GPUs"},
 		{[]string{"--topology-file", "dgx-h100", "--tokens", "0"}, "layouts: --tokens 0: expected at least 1 token per GPU"},
+		{[]string{"--topology-file", "dgx-h100", "--overlap", "-1"}, "layouts: --overlap -1: expected 0 (in turn) or the dispatched rows a chunk"},
 	} {
 		var out, errb bytes.Buffer
 		if code := Main(context.Background(), c.args, &out, &errb); code != 2 || !strings.HasPrefix(errb.String(), c.want) || strings.Count(errb.String(), "\n") != 1 {
@@ -93,3 +94,42 @@ func TestMainErrors(t *testing.T) {
 		t.Errorf("exit %d, %s%s", code, out.String(), errb.String())
 	}
 }
+
+// Passes chunked at 256 rows per rank (1024 tokens per GPU) are costed overlapped by
+// default, as worker run runs them: an EP layout's overlap phase is negative and its time
+// below the same layout's with --overlap 0.
+func TestMainOverlap(t *testing.T) {
+	rank := func(args ...string) map[string]Result {
+		t.Helper()
+		var out, errb bytes.Buffer
+		args = append([]string{"--preset", "mixtral", "--topology-file", "dgx-h100", "--tokens", "1024", "--json"}, args...)
+		if code := Main(context.Background(), args, &out, &errb); code != 0 {
+			t.Fatalf("%v: exit %d, %s", args, code, errb.String())
+		}
+		var rs []Result
+		if err := json.Unmarshal(out.Bytes(), &rs); err != nil {
+			t.Fatal(err)
+		}
+		by := map[string]Result{}
+		for _, r := range rs {
+			by[r.Layout+" "+r.Placement] = r
+		}
+		return by
+	}
+	on, off := rank(), rank("--overlap", "0")
+	const ep = "world 8 = dp 8 (ep) linear"
+	phase := func(r Result, name string) float64 {
+		for _, ph := range r.Phases {
+			if ph.Name == name {
+				return ph.Seconds
+			}
+		}
+		t.Fatalf("%s: no %s phase in %+v", ep, name, r.Phases)
+		return 0
+	}
+	a, b := on[ep], off[ep]
+	if phase(a, "overlap") >= 0 || phase(b, "overlap") != 0 || a.PredictedMs >= b.PredictedMs {
+		t.Errorf("%s: overlapped %.4f ms (overlap %g s), in turn %.4f ms (overlap %g s)", ep, a.PredictedMs, phase(a, "overlap"), b.PredictedMs, phase(b, "overlap"))
+	}
+}
+
