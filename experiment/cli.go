@@ -106,11 +106,8 @@ func run(_ context.Context, cmd *cli.Command) error {
 			return err
 		}
 	} else {
-		ovl := "overlap off"
-		if o := cmd.Int("overlap"); o > 0 {
-			ovl = fmt.Sprintf("overlap from %d rows a chunk", o)
-		}
-		fmt.Fprintf(out, "# %s layer, %d ranks on %s (%s), %d tokens per GPU, %s; predicted (costmodel.DefaultParams)\n", cfg.Name, world, name, gpu, cmd.Int("tokens"), ovl)
+		fmt.Fprintf(out, "# %s layer, %d ranks on %s (%s), %d tokens per GPU, %s; predicted (costmodel.DefaultParams)\n",
+			cfg.Name, world, name, gpu, cmd.Int("tokens"), moe.OverlapLabel(cmd.Int("overlap")))
 		WriteTable(out, rs)
 	}
 	if path := cmd.String("plot"); path != "" {

@@ -132,4 +132,3 @@ func TestMainOverlap(t *testing.T) {
 		t.Errorf("%s: overlapped %.4f ms (overlap %g s), in turn %.4f ms (overlap %g s)", ep, a.PredictedMs, phase(a, "overlap"), b.PredictedMs, phase(b, "overlap"))
 	}
 }
-

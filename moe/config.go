@@ -80,6 +80,15 @@ const DefaultChunk = 256
 // measured and stay sequential (and can be replayed from a CUDA graph).
 const DefaultOverlapRows = 512
 
+// OverlapLabel names an overlap setting as the tools print it: "overlap off" (0) or
+// "overlap from N rows a chunk".
+func OverlapLabel(rows int) string {
+	if rows <= 0 {
+		return "overlap off"
+	}
+	return fmt.Sprintf("overlap from %d rows a chunk", rows)
+}
+
 // ErrConfig marks an invalid layer config.
 var ErrConfig = errors.New("invalid MoE config")
 

@@ -16,12 +16,15 @@ import (
 
 // predictReport is the JSON twin of --predict's table.
 type predictReport struct {
-	Layer    moe.Config         `json:"layer"`
-	Layout   string             `json:"layout"`
-	Topology string             `json:"topology"`
-	Params   costmodel.Params   `json:"params"`
-	Device   costmodel.Device   `json:"device"`
-	Rows     []predictedForward `json:"rows"`
+	Layer    moe.Config       `json:"layer"`
+	Layout   string           `json:"layout"`
+	Topology string           `json:"topology"`
+	Params   costmodel.Params `json:"params"`
+	Device   costmodel.Device `json:"device"`
+	// OverlapRows is --overlap: passes whose chunks dispatch this many rows are costed
+	// overlapped (0: in turn).
+	OverlapRows int                `json:"overlap_rows"`
+	Rows        []predictedForward `json:"rows"`
 }
 
 type predictedForward struct {
@@ -67,22 +70,17 @@ func predictLayer(cmd *cli.Command, cfg moe.Config) error {
 	}
 	pk := devicePeaks(t.GPU(0).Name)
 	report := predictReport{Layer: cfg, Layout: l.String(), Topology: file, Params: costmodel.DefaultParams(),
-		Device: costmodel.Device{HBM: pk.HBM, FLOPs: pk.FLOPs}}
+		Device: costmodel.Device{HBM: pk.HBM, FLOPs: pk.FLOPs}, OverlapRows: cmd.Int("overlap")} // runLayer has checked it
 	out := cmd.Root().Writer
-	overlap := cmd.Int("overlap") // runLayer has checked it
-	ovl := "overlap off"
-	if overlap > 0 {
-		ovl = fmt.Sprintf("overlap from %d rows a chunk", overlap)
-	}
 	fmt.Fprintf(out, "# moerun predict: %s, %v on %s (%d GPUs, %s), chunk %d, %s; %s\n", cfg.Name, l, file, t.NumGPUs(), t.GPU(0).Name,
-		cfg.ChunkRows(), ovl, report.Params.Source)
+		cfg.ChunkRows(), moe.OverlapLabel(report.OverlapRows), report.Params.Source)
 	fmt.Fprintf(out, "# %14s", "tokens/rank")
 	for _, n := range costmodel.PhaseNames {
 		fmt.Fprintf(out, " %11s", n+" ms")
 	}
 	fmt.Fprintf(out, " %10s\n", "total ms")
 	for _, tokens := range rows {
-		f := costmodel.Forward{Cfg: cfg, Layout: l, Tokens: tokens, Topology: t, Params: report.Params, Device: report.Device, OverlapRows: overlap}
+		f := costmodel.Forward{Cfg: cfg, Layout: l, Tokens: tokens, Topology: t, Params: report.Params, Device: report.Device, OverlapRows: report.OverlapRows}
 		phases, total, slowest, err := f.Predict()
 		if err != nil {
 			return err

@@ -225,18 +225,21 @@ type runResult struct {
 }
 
 type runReport struct {
-	Preset     string      `json:"preset,omitempty"`
-	MatchRef   bool        `json:"match_ref"`
-	Peaks      peaks       `json:"peaks"`
-	CommsReady float64     `json:"comms_ready_unix_s"` // when every rank had its communicators (Job.CommsReadyUnix)
-	ReadyUnix  float64     `json:"ready_unix_s"`       // when a first collective had completed after that
-	Layer      moe.Config  `json:"layer"`
-	Layout     string      `json:"layout"`
-	Backend    string      `json:"backend"`
-	Device     string      `json:"device"`
-	Iterations int         `json:"iterations"`
-	Rows       []runResult `json:"rows"`
-	Check      *checkLine  `json:"check,omitempty"`
+	Preset     string     `json:"preset,omitempty"`
+	MatchRef   bool       `json:"match_ref"`
+	Peaks      peaks      `json:"peaks"`
+	CommsReady float64    `json:"comms_ready_unix_s"` // when every rank had its communicators (Job.CommsReadyUnix)
+	ReadyUnix  float64    `json:"ready_unix_s"`       // when a first collective had completed after that
+	Layer      moe.Config `json:"layer"`
+	Layout     string     `json:"layout"`
+	Backend    string     `json:"backend"`
+	Device     string     `json:"device"`
+	Iterations int        `json:"iterations"`
+	// OverlapRows is the overlap setting that applied (--overlap, or 0 where the device or
+	// layout cannot overlap); each row says whether it did (overlapped).
+	OverlapRows int         `json:"overlap_rows"`
+	Rows        []runResult `json:"rows"`
+	Check       *checkLine  `json:"check,omitempty"`
 }
 
 type checkLine struct {
@@ -354,11 +357,12 @@ func runLayer(ctx context.Context, cmd *cli.Command) error {
 		device += " " + g.DeviceName()
 	}
 	report := runReport{Preset: cmd.String("preset"), MatchRef: cmd.Bool("match-ref"), Peaks: devicePeaks(device),
-		CommsReady: j.CommsReadyUnix, ReadyUnix: j.ReadyUnix, Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: device, Iterations: iters}
+		CommsReady: j.CommsReadyUnix, ReadyUnix: j.ReadyUnix, Layer: cfg, Layout: p.Layout.String(), Backend: j.Backend, Device: device, Iterations: iters,
+		OverlapRows: overlap}
 	if p.Rank == 0 {
-		ovl := "overlap off"
+		ovl := moe.OverlapLabel(overlap)
 		if overlap > 0 {
-			ovl = fmt.Sprintf("overlap from %d rows a chunk (chunks marked *)", overlap)
+			ovl += " (chunks marked *)"
 		}
 		fmt.Fprintf(out, "# moerun run: %s, %v, backend %s, ops %s, %v, chunk %d, %s, %d iterations after %d warm-up\n",
 			cfg.Name, p.Layout, j.Backend, ops.Name(), dt, cfg.ChunkRows(), ovl, iters, warmup)
