@@ -385,12 +385,10 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 	}
 
 	// §1.5: every member of the dispatch group runs ceil(M/C) chunks in lockstep.
-	chunk := r.chunk
-	r.Chunks, r.lastChunkRows = rank.NumChunks(maxRows, 1, chunk), 0
+	r.Chunks, r.lastChunkRows = rank.NumChunks(maxRows, 1, r.chunk), 0
 	for _, m := range sizes {
-		r.lastChunkRows += min(m, chunk)
+		r.lastChunkRows += min(m, r.chunk)
 	}
-	overlap := r.Overlaps()
 	shared := func(s, e int) error {
 		// Shared experts on the local, pre-dispatch input of the same rows (§1.4).
 		if r.shared == nil {
@@ -401,15 +399,15 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 		}
 		return nil
 	}
-	if overlap {
-		if err := r.overlapped(ctx, chunk, sizes, xr, logits, fused, shared); err != nil {
+	if r.Overlaps() {
+		if err := r.overlapped(ctx, sizes, xr, logits, fused, shared); err != nil {
 			return err
 		}
 		return r.finish(ctx, fused, sharedOut, out)
 	}
 	for i := 0; i < r.Chunks; i++ {
-		s, e := rank.ChunkRows(n, maxRows, chunk, i)
-		if err := r.chunkStep(ctx, chunk, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), fused.RowSlice(s, e-s)); err != nil {
+		s, e := rank.ChunkRows(n, maxRows, r.chunk, i)
+		if err := r.chunkStep(ctx, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), fused.RowSlice(s, e-s)); err != nil {
 			return fmt.Errorf("moe: chunk %d of %d: %w", i+1, r.Chunks, err)
 		}
 		if err := shared(s, e); err != nil {
@@ -424,7 +422,7 @@ func (r *Runner) Forward(ctx context.Context, x, logits, out Tensor) error {
 // Chunks use the two sets of staging buffers in turn: chunk i+2 dispatches into chunk
 // i's only after the main stream has waited for chunk i's experts (before combining it),
 // and its experts write there only after that combine is queued.
-func (r *Runner) overlapped(ctx context.Context, chunk int, sizes []int, xr, logits, fused Tensor, shared func(s, e int) error) error {
+func (r *Runner) overlapped(ctx context.Context, sizes []int, xr, logits, fused Tensor, shared func(s, e int) error) error {
 	if r.spare == nil {
 		rows, ne := r.xd.Rows, r.cfg.Experts
 		sp := &staging{}
@@ -463,9 +461,9 @@ func (r *Runner) overlapped(ctx context.Context, chunk int, sizes []int, xr, log
 	}
 	var prev *queued
 	for i := 0; i < r.Chunks; i++ {
-		s, e := rank.ChunkRows(n, maxRows, chunk, i)
+		s, e := rank.ChunkRows(n, maxRows, r.chunk, i)
 		set := sets[i%2]
-		x, l, csz, err := r.gather(ctx, chunk, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), set)
+		x, l, csz, err := r.gather(ctx, i, sizes, xr.RowSlice(s, e-s), logits.RowSlice(s, e-s), set)
 		if err != nil {
 			return fmt.Errorf("moe: chunk %d of %d: %w", i+1, r.Chunks, err)
 		}
@@ -492,8 +490,8 @@ func (r *Runner) overlapped(ctx context.Context, chunk int, sizes []int, xr, log
 
 // gather all-gathers chunk i's rows and router logits over the dispatch group into set:
 // the dispatched rows and logits, and every member's rows of the chunk.
-func (r *Runner) gather(ctx context.Context, chunk, i int, sizes []int, xs, ls Tensor, set staging) (x, l Tensor, csz []int, err error) {
-	csz = chunkSizes(chunk, i, sizes)
+func (r *Runner) gather(ctx context.Context, i int, sizes []int, xs, ls Tensor, set staging) (x, l Tensor, csz []int, err error) {
+	csz = chunkSizes(r.chunk, i, sizes)
 	total := 0
 	for _, m := range csz {
 		total += m
@@ -542,14 +540,14 @@ func chunkSizes(chunk, i int, sizes []int) []int {
 
 // chunkStep dispatches one chunk, runs the local experts, and combines the result into
 // dst (this rank's rows of the chunk).
-func (r *Runner) chunkStep(ctx context.Context, chunk, i int, sizes []int, xs, ls, dst Tensor) error {
+func (r *Runner) chunkStep(ctx context.Context, i int, sizes []int, xs, ls, dst Tensor) error {
 	ops, hp := r.ops, r.hpad
 	set := r.staged()
 	x, l := xs, ls
 	var csz []int
 	if r.dispatch != nil {
 		var err error
-		if x, l, csz, err = r.gather(ctx, chunk, i, sizes, xs, ls, set); err != nil {
+		if x, l, csz, err = r.gather(ctx, i, sizes, xs, ls, set); err != nil {
 			return err
 		}
 	}
